@@ -1,0 +1,41 @@
+# cvlab — `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXP    ?= experiments/quickstart.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint tb bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-9s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install cvlab with its test tools
+	@echo "cvlab installed in $(VENV): $(BIN)/cvlab --help"
+
+demo: $(STAMP) ## Train the quickstart experiment on synthetic words, evaluate it, show how to open TensorBoard
+	$(BIN)/cvlab train $(EXP) --name quickstart
+	$(BIN)/cvlab eval runs/quickstart
+	@echo
+	@echo "Open TensorBoard with:  $(BIN)/tensorboard --logdir runs   (then http://127.0.0.1:6006)"
+
+test: $(STAMP) ## Run the test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## Static checks (ruff)
+	$(BIN)/ruff check cvlab tests benchmarks
+
+tb: $(STAMP) ## Serve TensorBoard on runs/ at http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir runs
+
+bench: $(STAMP) ## Print the throughput benchmarks for this machine
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean: ## Remove the environment and caches (keeps runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

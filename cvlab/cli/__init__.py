@@ -1,0 +1,22 @@
+"""The `cvlab` command. Thin: each command parses arguments, loads the config, calls a plain function in the
+core and prints a rich table. One module per command group; `common` holds the app and the error guard."""
+
+from __future__ import annotations
+
+import sys
+
+from . import core  # noqa: F401  (registers train, eval, config)
+from .common import app
+
+
+def run(argv: list[str]) -> int:
+    """Run one command line and return its exit code (what tests and notebooks call)."""
+    try:
+        app(args=argv, prog_name="cvlab")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""What every command module shares: the Typer app, consoles, the error guard, result tables."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import CvlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Experiment runner for scene-text and handwriting recognition. One YAML = one experiment.")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+SET_HELP = "Override a config value, e.g. `--set train.lr=3e-4` (repeatable; values are YAML)."
+
+
+def guarded(fn):
+    """Bad input -> one line on stderr and exit 2, no traceback; Ctrl-C during training -> the loop has written
+    last.pt, print how to resume, exit 130; divergence -> exit 1. Anything else is a bug: traceback, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..engine.train import Diverged, TrainingInterrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except CvlabError as e:
+            for line in str(e).splitlines() or ["bad input"]:
+                err.print(f"error: {line}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        except TrainingInterrupted as e:
+            err.print(f"interrupted at step {e.step}; checkpoints/last.pt written. Resume with:", markup=False)
+            err.print(f"  cvlab train --resume {e.run_dir}", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+        except Diverged as e:
+            err.print(f"error: training diverged: {e}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _tensorboard_cmd(logdir: Path) -> str:
+    exe = Path(sys.prefix) / "bin" / "tensorboard"
+    try:
+        shown = exe.relative_to(Path.cwd()) if exe.is_file() else None
+    except ValueError:
+        shown = exe
+    return f"{shown or 'tensorboard'} --logdir {logdir}"
+
+
+def _results_table(title: str, datasets: dict, combined: dict | None = None) -> Table:
+    table = Table(title=title)
+    for col in ("dataset", "samples", "word acc", "1−NED", "CER", "WER", "conf"):
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for name, r in datasets.items():
+        table.add_row(name, str(r["samples"]), f"{100 * r['word_acc']:.2f}", f"{r['one_minus_ned']:.4f}",
+                      f"{100 * r['cer']:.2f}", f"{100 * r['wer']:.2f}", f"{r.get('confidence', 0):.3f}")
+    if combined and len(datasets) > 1:
+        table.add_row("[b]combined[/b]", str(combined["samples"]), f"{100 * combined['word_acc']:.2f}",
+                      f"{combined['one_minus_ned']:.4f}", "", "", f"{combined['confidence']:.3f}")
+    return table
+
+

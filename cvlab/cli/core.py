@@ -1,0 +1,97 @@
+"""`cvlab train`, `cvlab eval`, `cvlab config show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import CvlabError
+from .common import SET_HELP, _results_table, _tensorboard_cmd, app, err, guarded, out
+
+config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment files.")
+app.add_typer(config_app, name="config")
+
+
+@app.command(epilog="Examples:\n\n    cvlab train experiments/quickstart.yaml\n\n"
+             "    cvlab train experiments/quickstart.yaml --set train.steps=200 --set model.norm.name=group\n\n"
+             "    cvlab train --resume runs/quickstart/20261122-101500")
+@guarded
+def train(
+    experiment: Path = typer.Argument(None, help="Experiment YAML file.", show_default=False),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
+    name: str = typer.Option(None, help="Run name (default: the experiment's `name`)."),
+    resume: Path = typer.Option(None, help="Continue a run from its config.yaml and checkpoints/last.pt."),
+):
+    """Train an experiment; evaluates every `train.eval_every` steps and logs to TensorBoard."""
+    from ..config import dump_config, load_config
+    from ..engine.rundir import new_run_dir
+    from ..engine.train import train as train_fn
+    from .progress import make_progress
+
+    if resume is not None:
+        if experiment is not None:
+            raise CvlabError("give either EXPERIMENT or --resume RUN_DIR, not both")
+        run_dir = resume
+        if not (run_dir / "config.yaml").is_file():
+            raise CvlabError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml", set_)
+        if set_:
+            (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    else:
+        if experiment is None:
+            raise CvlabError("missing EXPERIMENT (a YAML file), or --resume RUN_DIR")
+        cfg = load_config(experiment, set_)
+        if name:
+            cfg.name = name
+        run_dir = new_run_dir(runs_dir, cfg.name)
+        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    err.print(f"run directory: [b]{run_dir}[/b]")
+    metrics = train_fn(cfg, run_dir, make_progress(err, cfg.log.every), resume=resume is not None)
+    if metrics.get("datasets"):
+        out.print(_results_table(f"{cfg.name} — step {metrics['step']} (protocol {cfg.eval.protocol})",
+                                 metrics["datasets"]))
+    out.print(f"run: {run_dir}")
+    out.print(f"TensorBoard: {_tensorboard_cmd(run_dir.parent.parent)}")
+
+
+@app.command(name="eval", epilog="Examples:\n\n    cvlab eval runs/quickstart\n\n"
+             "    cvlab eval runs/quickstart/20261122-101500 --checkpoint last\n\n"
+             "    cvlab eval runs/quickstart --data synth --opt size=2000 --opt seed=7")
+@guarded
+def eval_(
+    run: Path = typer.Argument(..., help="A run directory, a folder of runs (newest is used) or a .pt file."),
+    data: list[str] = typer.Option([], "--data", help="Dataset to score: TYPE[:ROOT[:SPLIT]] (repeatable)."),
+    opt: list[str] = typer.Option([], "--opt", help="Type-specific key=value for every --data (repeatable)."),
+    protocol: str = typer.Option(None, help="lower36 | alnum62 | printable94 | raw (default: the run's)."),
+    checkpoint: str = typer.Option("best", help="best, last, or a checkpoint path."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+):
+    """Score a trained run on its validation sets, or on the datasets given; writes eval.json."""
+    from ..config import parse_data_spec
+    from ..engine.evaluate import evaluate_run
+    from ..engine.metrics import PROTOCOLS
+    from .progress import make_progress
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise CvlabError(f"--protocol {protocol}: unknown (valid: {', '.join(PROTOCOLS)})")
+    specs = [parse_data_spec(d, opt) for d in data]
+    res = evaluate_run(run, checkpoint, specs or None, protocol, tuple(set_), make_progress(err, 1))
+    out.print(_results_table(f"eval — step {res['step']}, {Path(res['checkpoint']).name} "
+                             f"(protocol {res['protocol']})", res["datasets"], res["combined"]))
+    out.print(f"written: {Path(res['run']) / 'eval.json'}")
+
+
+@config_app.command("show", epilog="Example:\n\n    cvlab config show experiments/quickstart.yaml --set train.lr=3e-4")
+@guarded
+def config_show(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+):
+    """Print the fully resolved config (defaults filled, overrides applied)."""
+    from ..config import dump_config, load_config
+
+    out.print(dump_config(load_config(experiment, set_)), markup=False, highlight=False)
+
+

@@ -1,0 +1,182 @@
+"""YAML loading, `--set key.path=value` overrides, and error messages that name the file and dotted key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import CvlabError
+from .data import DATASET_TYPES
+from .schema import Experiment
+
+# Discriminated unions put the chosen tag into error locations (`data.train[0].synth.size`); drop it.
+_UNION_TAGS = set(DATASET_TYPES)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    prev = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif (prev is None or isinstance(prev, int)) and part in _UNION_TAGS:
+            pass
+        else:
+            out += ("." if out else "") + str(part)
+        prev = part
+    return out or "(top level)"
+
+
+def _members(ann: Any) -> list[type[BaseModel]]:
+    """The config classes an annotation can hold (through Optional, list[...], Annotated unions)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for a in get_args(ann) for m in _members(a)]
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config class that owns the last key of `loc`, to list the valid keys in an 'unknown key' error."""
+    candidates: list[type[BaseModel]] = [Experiment]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        tagged = [c for c in candidates if "type" in c.model_fields and c.model_fields["type"].default == part]
+        if tagged:
+            candidates = tagged
+            continue
+        fields = [c.model_fields[part] for c in candidates if part in c.model_fields]
+        candidates = [m for f in fields for m in _members(f.annotation)]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def format_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: dotted.key: what is wrong`."""
+    lines = []
+    for e in err.errors():
+        key = _dotted(e["loc"])
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(tuple(p for p in e["loc"]))
+            valid = f" (valid keys: {', '.join(owner.model_fields)})" if owner else ""
+            msg = f"unknown key{valid}"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown type {e['ctx']['tag']}; valid: {e['ctx']['expected_tags']}"
+        elif e["type"] == "union_tag_not_found":
+            msg = f"missing `type` (valid: {', '.join(sorted(_UNION_TAGS))})"
+        else:
+            msg = e["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """`train.lr=3e-4` -> (['train', 'lr'], 0.0003); values are YAML, so lists and mappings work too."""
+    if "=" not in text:
+        raise CvlabError(f"--set {text}: expected key.path=value")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise CvlabError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise CvlabError(f"--set {text}: value is not valid YAML ({e.__class__.__name__})") from None
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    return path, value
+
+
+def apply_override(raw: dict, text: str) -> None:
+    path, value = parse_override(text)
+    node: Any = raw
+    for i, part in enumerate(path[:-1]):
+        where = ".".join(map(str, path[: i + 1]))
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise CvlabError(f"--set {text}: {where}: no list item {part}")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise CvlabError(f"--set {text}: {where}: not a mapping")
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            node = nxt
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise CvlabError(f"--set {text}: no list item {last}")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise CvlabError(f"--set {text}: {'.'.join(map(str, path[:-1]))}: not a mapping")
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise CvlabError(f"{p}: experiment file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise CvlabError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CvlabError(f"{p}: the top level must be a mapping of sections (name, seed, data, model, train, ...)")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), raw: dict | None = None
+                ) -> Experiment:
+    """Read, override, validate. Raises CvlabError with one line per problem."""
+    source = str(path) if path is not None else "config"
+    data = read_yaml(path) if raw is None else raw
+    try:
+        Experiment.model_validate(data)
+    except ValidationError as e:
+        raise CvlabError(format_error(e, source)) from None
+    if overrides:
+        # Apply overrides to the resolved config (defaults filled) so any default can be overridden.
+        data = Experiment.model_validate(data).model_dump(mode="json")
+        for text in overrides:
+            apply_override(data, text)
+        try:
+            return Experiment.model_validate(data)
+        except ValidationError as e:
+            raise CvlabError(format_error(e, f"{source} with --set {' --set '.join(overrides)}")) from None
+    return Experiment.model_validate(data)
+
+
+def dump_config(cfg: Experiment) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def parse_data_spec(text: str, opts: list[str] | tuple[str, ...] = ()):
+    """`TYPE[:ROOT[:SPLIT]]` plus `--opt key=value` items -> a validated dataset spec."""
+    from pydantic import TypeAdapter
+
+    from .data import DatasetSpec
+
+    kind, _, rest = text.partition(":")
+    raw: dict[str, Any] = {"type": kind}
+    if rest:
+        root, _, split = rest.partition(":")
+        raw["root"] = root
+        if split:
+            raw["split"] = split
+    for o in opts:
+        path, value = parse_override(o)
+        if len(path) != 1:
+            raise CvlabError(f"--opt {o}: expected key=value")
+        raw[str(path[0])] = value
+    try:
+        return TypeAdapter(DatasetSpec).validate_python(raw)
+    except ValidationError as e:
+        raise CvlabError(format_error(e, f"--data {text}")) from None

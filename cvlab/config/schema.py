@@ -1,0 +1,60 @@
+"""The whole experiment: `name`, `seed` and the sections. Everything has a default except what cannot."""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Section
+from .data import DataCfg
+from .model import ModelCfg
+
+
+class TrainCfg(Section):
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "adadelta"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (adadelta: usually 1.0)")
+    weight_decay: float = Field(1e-4, ge=0, description="not applied to norm parameters and biases")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adamw only")
+    rho: float = Field(0.95, gt=0, lt=1, description="adadelta only")
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps (cosine and constant)")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a share of lr")
+    pct_start: float = Field(0.25, gt=0, lt=1, description="onecycle: share of steps spent rising")
+    grad_clip: float | None = Field(5.0, gt=0, description="max global gradient norm (null = off)")
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="autocast dtype; fp16 needs CUDA")
+    channels_last: bool = False
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    eval_every: int = Field(500, ge=1, description="evaluate and write last.pt every N steps (and at the end)")
+
+
+class EvalCfg(Section):
+    protocol: Literal["lower36", "alnum62", "printable94", "raw"] = Field(
+        "lower36", description="label/prediction normalisation before scoring (REFERENCE §2)"
+    )
+    batch_size: int = Field(128, ge=1)
+    max_samples: int | None = Field(None, ge=1, description="evaluate at most N samples per dataset during training")
+
+
+class LogCfg(Section):
+    every: int = Field(20, ge=1, description="log train scalars every N steps")
+    image_grid: int = Field(16, ge=0, description="val samples in the TensorBoard image grid (0 = none)")
+    tensorboard: bool = True
+
+
+class Experiment(Section):
+    name: str = Field("experiment", pattern=r"^[\w.\-]+$")
+    seed: int = 0
+    data: DataCfg = DataCfg()
+    augment: list = Field(default_factory=list, description="ordered augmentation ops (not yet available)")
+    model: ModelCfg = ModelCfg()
+    train: TrainCfg = TrainCfg()
+    eval: EvalCfg = EvalCfg()
+    log: LogCfg = LogCfg()
+
+    @model_validator(mode="after")
+    def _no_augment_yet(self):
+        if self.augment:
+            raise ValueError("augmentation ops are not implemented yet; leave `augment` empty")
+        return self

@@ -1,0 +1,1 @@
+"""Datasets, charsets, tokenizers and loaders. Never imports cvlab.models."""

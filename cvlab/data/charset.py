@@ -1,0 +1,49 @@
+"""Charsets: named presets, literal strings, or files. A charset is an ordered string of distinct symbols."""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from pathlib import Path
+
+from ..config.data import CharsetFile
+from ..errors import CvlabError
+
+
+@lru_cache(maxsize=1)
+def gb2312_level1() -> str:
+    """The 3755 level-1 GB2312 hanzi: rows 16-55 (lead bytes 0xB0-0xD7), 94 cells each, row 55 has 89."""
+    chars = []
+    for lead in range(0xB0, 0xD8):
+        for trail in range(0xA1, 0xFF):
+            try:
+                chars.append(bytes([lead, trail]).decode("gb2312"))
+            except UnicodeDecodeError:
+                pass  # the five unassigned cells at the end of row 55
+    return "".join(chars)
+
+
+PRESETS = {
+    "digits": string.digits,
+    "lower36": string.digits + string.ascii_lowercase,
+    "alnum62": string.digits + string.ascii_lowercase + string.ascii_uppercase,
+    "printable94": string.digits + string.ascii_letters + string.punctuation,
+    "gb2312-l1": None,  # built on demand from Python's codec
+}
+
+
+def resolve_charset(spec: str | CharsetFile) -> str:
+    """Preset name, literal characters, or {file: path} -> the ordered symbol string (duplicates removed)."""
+    if isinstance(spec, CharsetFile):
+        path = Path(spec.file).expanduser()
+        if not path.is_file():
+            raise CvlabError(f"data.charset.file: {path}: file not found")
+        text = path.read_text(encoding="utf-8-sig").replace("\r", "").replace("\n", "")
+    elif spec in PRESETS:
+        text = PRESETS[spec] if PRESETS[spec] is not None else gb2312_level1()
+    else:
+        text = spec
+    chars = "".join(dict.fromkeys(text))
+    if not chars:
+        raise CvlabError("data.charset: empty charset")
+    return chars

@@ -1,0 +1,60 @@
+"""Tokenizers map text to class ids and back. They share one base and differ in their special tokens.
+
+Class ids are `specials + charset`: the model only ever knows `num_classes`; heads return label ids with the
+specials already stripped by their own decoding (CTC collapse, attention EOS), and `decode` maps them to text.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Tokenizer:
+    specials: tuple[str, ...] = ()
+
+    def __init__(self, charset: str):
+        self.charset = charset
+        self.itos = list(self.specials) + list(charset)
+        self.stoi = {c: i for i, c in enumerate(self.itos) if i >= len(self.specials)}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.itos)
+
+    def missing(self, text: str) -> list[str]:
+        """Characters of `text` that the charset cannot encode (callers count and report them)."""
+        return [c for c in text if c not in self.stoi]
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the encodable characters; anything else must have been counted via `missing` first."""
+        return [self.stoi[c] for c in text if c in self.stoi]
+
+    def decode(self, ids) -> str:
+        n = len(self.specials)
+        return "".join(self.itos[i] for i in ids if i >= n)
+
+    def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) padded targets and (B,) lengths, as the head's loss expects them."""
+        seqs = [self.encode(t) for t in texts]
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        width = max(1, int(lengths.max())) if seqs else 1
+        out = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return out, lengths
+
+    pad_id = 0
+
+
+class CTCTokenizer(Tokenizer):
+    """Class 0 is the CTC blank."""
+
+    specials = ("[blank]",)
+    blank = 0
+
+
+TOKENIZERS = {"ctc": CTCTokenizer}
+
+
+def build_tokenizer(head: str, charset: str) -> Tokenizer:
+    return TOKENIZERS[head](charset)

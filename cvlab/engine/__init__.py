@@ -1,0 +1,1 @@
+"""Training loop, evaluation, metrics, checkpoints, TensorBoard writing."""

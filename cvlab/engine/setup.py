@@ -1,0 +1,50 @@
+"""What train and eval both need: device, autocast, tokenizer, datasets. Plain functions, no state."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from ..config import Experiment
+from ..data.charset import resolve_charset
+from ..data.loaders import named_datasets
+from ..data.tokenizer import Tokenizer, build_tokenizer
+from ..errors import CvlabError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CvlabError(f"train.device: {name!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CvlabError(f"train.device: {name} requested but CUDA is not available here (use auto or cpu)")
+    return dev
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise CvlabError("train.amp: fp16 autocast needs a CUDA device; use bf16 on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def tokenizer_for(cfg: Experiment) -> Tokenizer:
+    return build_tokenizer(cfg.model.head.name, resolve_charset(cfg.data.charset))
+
+
+def datasets_for(cfg: Experiment, split: str) -> dict:
+    specs = getattr(cfg.data, split)
+    return named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data) if specs else {}

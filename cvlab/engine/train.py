@@ -1,0 +1,211 @@
+"""The training loop: one function, every stage visible in order (nanoGPT style)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import Experiment, dump_config
+from ..data.loaders import eval_loader, train_loader
+from ..errors import CvlabError
+from ..models import build_model
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from .evaluate import evaluate
+from .optim import build_optimizer, build_scheduler
+from .progress import NullProgress, Progress
+from .rundir import write_env
+from .setup import autocast, datasets_for, pick_device, seed_everything, tokenizer_for
+from .tb import caption_grid, open_writer, write_hparams
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: the current step finished and last.pt was written; `step` is where a resume continues."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}")
+        self.run_dir, self.step = run_dir, step
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss became {loss} at step {step}; lower train.lr or enable train.grad_clip")
+        self.step, self.loss = step, loss
+
+
+class _StopFlag:
+    """First SIGINT: finish the step, checkpoint, stop. Second SIGINT: stop at once."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def hparams_of(cfg: Experiment) -> dict:
+    m, t = cfg.model, cfg.train
+    return {"backbone": m.backbone.name, "size": m.backbone.size, "norm": m.norm.name, "act": m.act,
+            "sequence": m.sequence.name, "head": m.head.name, "batch_size": t.batch_size, "lr": t.lr,
+            "optimizer": t.optimizer, "schedule": t.schedule, "steps": t.steps, "amp": t.amp, "seed": cfg.seed}
+
+
+def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False) -> dict:
+    """Train `cfg` in `run_dir` (which holds config.yaml); returns the last metrics.json content."""
+    progress = progress or NullProgress()
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+
+    # --- setup: everything below is a function of the config and the seed
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = pick_device(t.device)
+    autocast(device, t.amp)  # fails early on an impossible amp/device pair
+    seed_everything(cfg.seed)
+    tokenizer = tokenizer_for(cfg)
+    train_sets = datasets_for(cfg, "train")
+    val_sets = datasets_for(cfg, "val")
+    if not train_sets:
+        raise CvlabError("data.train: no training datasets")
+    for name, ds in {**train_sets, **val_sets}.items():
+        progress.message(f"dataset {name}: {len(ds)} samples")
+    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    for c, g in sorted(getattr(model, "norm_adjustments", {}).items()):
+        progress.message(f"model.norm.groups: {cfg.model.norm.groups} does not divide {c} channels; using {g}")
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+
+    # --- resume: the exact state of the step where the checkpoint was written
+    step, best = 0, -1.0
+    if resume and (ckpt_dir / "last.pt").is_file():
+        state = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, best = state["step"], state["best"]
+        set_rng_state(state["rng"])
+        progress.message(f"resuming {run_dir} at step {step}")
+    write_env(run_dir, str(device), cfg.seed)
+
+    writer = open_writer(run_dir, cfg.log.tensorboard, purge_step=step if step else None)
+    if writer and step == 0:
+        writer.add_text("config", "```yaml\n" + dump_config(cfg) + "\n```", 0)
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                         "best": best, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
+                         "charset": tokenizer.charset}, path)
+
+    metrics: dict = {}
+    loader = train_loader(train_sets, t.batch_size, cfg.seed, t.steps, step, cfg.data.workers)
+    progress.start(total=t.steps, done=step)
+    tick, tick_samples = time.perf_counter(), 0
+    model.train()
+    with _StopFlag() as stop:
+        for images, labels in loader:
+            # --- forward and loss
+            images = images.to(device, non_blocking=True)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets, lengths = tokenizer.encode_batch(labels)
+            targets, lengths = targets.to(device), lengths.to(device)
+            with autocast(device, t.amp):
+                logits = model(images, targets, lengths)
+            loss = model.loss(logits, targets, lengths)
+            if not math.isfinite(loss.item()):
+                raise Diverged(step, loss.item())
+
+            # --- backward, clip, step, schedule
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if t.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            tick_samples += images.shape[0]
+
+            # --- log
+            lr = optimizer.param_groups[0]["lr"]
+            if step % cfg.log.every == 0 or step == t.steps:
+                now = time.perf_counter()
+                sps = tick_samples / max(1e-9, now - tick)
+                tick, tick_samples = now, 0
+                if writer:
+                    writer.add_scalar("train/loss", loss.item(), step)
+                    writer.add_scalar("train/lr", lr, step)
+                    writer.add_scalar("train/samples_per_s", sps, step)
+                progress.update(step, loss=loss.item(), lr=lr, samples_per_s=sps)
+            else:
+                progress.update(step, loss=loss.item(), lr=lr)
+
+            # --- evaluate, checkpoint
+            if step % t.eval_every == 0 or step == t.steps:
+                metrics = {"step": step, "datasets": {}}
+                for i, (name, ds) in enumerate(val_sets.items()):
+                    keep = cfg.log.image_grid if i == 0 else 0
+                    result, (gi, gl, gp) = evaluate(
+                        model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers, cfg.eval.max_samples),
+                        tokenizer, cfg.eval.protocol, device, t.amp, t.channels_last, keep)
+                    metrics["datasets"][name] = result
+                    if writer:
+                        for k in ("word_acc", "cer", "one_minus_ned"):
+                            writer.add_scalar(f"val/{name}/{k}", result[k], step)
+                        if gi is not None:
+                            writer.add_image(f"val/{name}/samples", caption_grid(gi, gl, gp), step,
+                                             dataformats="HWC")
+                    progress.message(f"step {step}: {name} word_acc {result['word_acc']:.4f} "
+                                     f"cer {result['cer']:.4f} ({result['samples']} samples)")
+                first = next(iter(metrics["datasets"].values()), None)
+                if first is not None and first["word_acc"] > best:
+                    best = first["word_acc"]
+                    checkpoint(ckpt_dir / "best.pt")
+                metrics["best_word_acc"] = best
+                checkpoint(ckpt_dir / "last.pt")
+                write_json(metrics, run_dir / "metrics.json")
+                if writer:
+                    writer.flush()
+
+            if stop.set:
+                checkpoint(ckpt_dir / "last.pt")
+                if writer:
+                    writer.close()
+                progress.stop()
+                raise TrainingInterrupted(run_dir, step)
+
+    progress.stop()
+    if not val_sets:  # nothing to choose a best by: the final weights are the best we have
+        checkpoint(ckpt_dir / "best.pt")
+        checkpoint(ckpt_dir / "last.pt")
+    if writer:
+        first = next(iter(metrics.get("datasets", {}).items()), None)
+        if first:
+            write_hparams(writer, hparams_of(cfg), {f"val/{first[0]}/word_acc": first[1]["word_acc"],
+                                                    f"val/{first[0]}/cer": first[1]["cer"]})
+        writer.close()
+    return metrics
