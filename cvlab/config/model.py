@@ -1,42 +1,96 @@
-"""The `model` section: backbone, normalization, activation, sequence stage and head."""
+"""The `model` section: transform, backbone, normalization, activation, sequence stage and head.
+
+Sections are flat (one class per part, `name` picks the implementation) rather than unions tagged by `name`, so
+`--set model.backbone.name=resnet` on a resolved config keeps working: options that do not apply to the chosen
+name must stay at their neutral default (`null` / 1), and a validator names the key when they do not.
+"""
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .base import Section
 
+# The depths each backbone accepts; `None` = the backbone's default.
+BACKBONE_DEPTHS: dict[str, tuple] = {
+    "alexnet": (),
+    "vgg": ("crnn", 11, 16),
+    "googlenet": (),
+    "resnet": ("text", 18, 34, 50),
+}
+
 
 class BackboneCfg(Section):
-    name: Literal["vgg"] = "vgg"
+    name: Literal["alexnet", "vgg", "googlenet", "resnet"] = "vgg"
     size: Literal["tiny", "small", "standard"] = Field(
-        "standard", description="tiny: tests and the demo; standard: the published CRNN shapes"
+        "standard", description="channel widths: standard = the paper's, small = 1/2, tiny = 1/4 (vgg crnn: its own tables)"
     )
-    norm_at: Literal["crnn", "all"] = Field(
-        "crnn", description="crnn: norm after conv 5 and 6 as published; all: after every conv but the last"
+    width: float = Field(1.0, gt=0, le=4, description="extra multiplier on every channel width (tests use < 1)")
+    depth: Literal["crnn", "text", 11, 16, 18, 34, 50] | None = Field(
+        None, description="vgg: crnn (default) | 11 | 16; resnet: text (default, [1,2,5,3]) | 18 | 34 | 50"
     )
+    norm_at: Literal["crnn", "all"] | None = Field(
+        None, description="vgg crnn only: crnn = norm after conv 5 and 6 as published (default); all = every conv but the last"
+    )
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="dropout on the backbone's output (default 0.5 for alexnet as in its head, else 0)"
+    )
+
+    # Field validators (not one model validator) so the error names the key: `model.backbone.depth: ...`.
+    @field_validator("depth")
+    @classmethod
+    def _depth_applies(cls, depth, info: ValidationInfo):
+        name = info.data.get("name", "vgg")
+        allowed = BACKBONE_DEPTHS[name]
+        if depth is not None and depth not in allowed:
+            valid = ", ".join(map(str, allowed)) if allowed else "none (leave it null)"
+            raise ValueError(f"{name} has no depth {depth!r} (valid: {valid})")
+        return depth
+
+    @field_validator("norm_at")
+    @classmethod
+    def _norm_at_applies(cls, norm_at, info: ValidationInfo):
+        if norm_at == "crnn" and not (info.data.get("name") == "vgg" and info.data.get("depth") in (None, "crnn")):
+            raise ValueError("the `crnn` placement exists only for vgg depth crnn; use `all` or null")
+        return norm_at
+
+    @property
+    def resolved_depth(self):
+        return self.depth if self.depth is not None else (BACKBONE_DEPTHS[self.name] or (None,))[0]
 
 
 class NormCfg(Section):
-    name: Literal["batch", "group", "none"] = "batch"
-    groups: int = Field(32, ge=1, description="group: number of groups (reduced to a divisor when needed)")
+    name: Literal["batch", "batch_renorm", "group", "layer", "layer_channels", "instance", "lrn", "weight", "none"] = "batch"
+    groups: int = Field(32, ge=1, description="group: number of groups (reduced to the largest divisor of the channels)")
+    channels_per_group: int | None = Field(None, ge=1, description="group: channels per group instead of `groups`")
     position: Literal["before_act", "after_act"] = "before_act"
 
 
 class SequenceCfg(Section):
-    name: Literal["bilstm", "none"] = "bilstm"
+    name: Literal["bilstm", "gru", "none"] = "bilstm"
     layers: int = Field(2, ge=1)
     hidden: int | None = Field(None, ge=1, description="hidden size per direction (default: by backbone size)")
 
 
 class HeadCfg(Section):
-    name: Literal["ctc"] = "ctc"
+    name: Literal["ctc", "attention"] = "ctc"
+    beam_width: int = Field(1, ge=1, description="ctc: 1 = greedy decoding, >1 = prefix beam search")
+    max_length: int = Field(25, ge=1, description="attention: longest label it can produce (decoding steps - 1)")
+    hidden: int | None = Field(None, ge=1, description="attention: decoder LSTM size (default: the sequence stage's)")
+
+    @field_validator("beam_width")
+    @classmethod
+    def _beam_applies(cls, beam_width, info: ValidationInfo):
+        if info.data.get("name") != "ctc" and beam_width != 1:
+            raise ValueError("only the ctc head does beam search; leave it 1")
+        return beam_width
 
 
 class ModelCfg(Section):
+    transform: Literal["none", "tps"] = Field("none", description="tps: thin-plate-spline rectifier, 20 fiducial points")
     backbone: BackboneCfg = BackboneCfg()
     norm: NormCfg = NormCfg()
-    act: Literal["relu", "leaky_relu", "tanh", "gelu"] = "relu"
+    act: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = "relu"
     sequence: SequenceCfg = SequenceCfg()
     head: HeadCfg = HeadCfg()
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")

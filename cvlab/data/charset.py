@@ -47,3 +47,16 @@ def resolve_charset(spec: str | CharsetFile) -> str:
     if not chars:
         raise CvlabError("data.charset: empty charset")
     return chars
+
+
+def case_fold(charset: str):
+    """The case rule for training labels, as DTRB's non-sensitive mode: a charset with lower-case letters and
+    no upper-case ones (lower36) lower-cases labels, the reverse upper-cases them, anything else keeps case.
+    Without it a cased label ("Hello") would train as "ello" under lower36."""
+    has_lower = any(c.islower() for c in charset)
+    has_upper = any(c.isupper() for c in charset)
+    if has_lower and not has_upper:
+        return str.lower
+    if has_upper and not has_lower:
+        return str.upper
+    return lambda s: s

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import CvlabError
+from .charset import case_fold
+
 
 class Tokenizer:
     specials: tuple[str, ...] = ()
@@ -16,6 +19,7 @@ class Tokenizer:
         self.charset = charset
         self.itos = list(self.specials) + list(charset)
         self.stoi = {c: i for i, c in enumerate(self.itos) if i >= len(self.specials)}
+        self.fold = case_fold(charset)  # labels are case-folded to the charset before encoding
 
     @property
     def num_classes(self) -> int:
@@ -23,11 +27,11 @@ class Tokenizer:
 
     def missing(self, text: str) -> list[str]:
         """Characters of `text` that the charset cannot encode (callers count and report them)."""
-        return [c for c in text if c not in self.stoi]
+        return [c for c in self.fold(text) if c not in self.stoi]
 
     def encode(self, text: str) -> list[int]:
         """Ids of the encodable characters; anything else must have been counted via `missing` first."""
-        return [self.stoi[c] for c in text if c in self.stoi]
+        return [self.stoi[c] for c in self.fold(text) if c in self.stoi]
 
     def decode(self, ids) -> str:
         n = len(self.specials)
@@ -53,8 +57,28 @@ class CTCTokenizer(Tokenizer):
     blank = 0
 
 
-TOKENIZERS = {"ctc": CTCTokenizer}
+class AttentionTokenizer(Tokenizer):
+    """Class 0 is [GO] (also the padding, which the attention loss ignores), class 1 is [EOS]. Targets are
+    framed: `[GO] c1 .. cn [EOS]`, so a batch is (B, max_len + 2); lengths stay the character counts."""
+
+    specials = ("[GO]", "[EOS]")
+    go, eos = 0, 1
+    pad_id = 0
+
+    def encode_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = [self.encode(t) for t in texts]
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        width = (int(lengths.max()) if seqs else 0) + 2
+        out = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s) + 2] = torch.tensor([self.go, *s, self.eos], dtype=torch.long)
+        return out, lengths
+
+
+TOKENIZERS = {"ctc": CTCTokenizer, "attention": AttentionTokenizer}
 
 
 def build_tokenizer(head: str, charset: str) -> Tokenizer:
+    if head not in TOKENIZERS:
+        raise CvlabError(f"model.head.name: no tokenizer for head {head!r} (valid: {', '.join(TOKENIZERS)})")
     return TOKENIZERS[head](charset)

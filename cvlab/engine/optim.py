@@ -1,5 +1,6 @@
 """Optimizers and schedules. One weight-decay policy: no decay on norm parameters and biases (every tensor
-with fewer than two dimensions), decay on conv/linear/recurrent weights."""
+with fewer than two dimensions, and the weight-norm magnitude), decay on conv/linear/recurrent weights (the
+weight-norm direction included: it is what the conv's weight was)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import torch
 
 from ..config.schema import TrainCfg
 
+# Weight normalization's magnitude g (`parametrizations.weight.original0`) is shaped (C, 1, 1, 1) for a conv, so
+# the ndim rule alone would decay it; it is a norm parameter (a per-channel scale) and is matched by name.
+_NO_DECAY_SUFFIXES = (".original0",)
+
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
+            (no_decay if p.ndim < 2 or name.endswith(_NO_DECAY_SUFFIXES) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -7,25 +7,34 @@ from torch import nn
 
 from ..config.model import ModelCfg
 from ..errors import CvlabError
+from .alexnet import AlexNet
+from .googlenet import GoogLeNet
 from .heads import HEADS
-from .norms import make_act, make_norm
+from .norms import apply_weight_norm, make_act, make_norm
+from .resnet import ResNet
 from .sequence import SEQUENCES
+from .tps import TPS
 from .vgg import VGG
 
-BACKBONES = {"vgg": VGG}
+BACKBONES = {"alexnet": AlexNet, "vgg": VGG, "googlenet": GoogLeNet, "resnet": ResNet}
+TRANSFORMS = {"none": None, "tps": TPS}
 DEFAULT_HIDDEN = {"tiny": 96, "small": 192, "standard": 256}
 
 
 class Recognizer(nn.Module):
-    """image (B, C, H, W) in [0, 1] -> backbone -> width sequence -> sequence stage -> head."""
+    """image (B, C, H, W) in [0, 1] -> [transform] -> backbone -> width sequence -> sequence stage -> head."""
 
-    def __init__(self, backbone: nn.Module, sequence: nn.Module, head: nn.Module, dropout: float = 0.0):
+    def __init__(self, backbone: nn.Module, sequence: nn.Module, head: nn.Module, dropout: float = 0.0,
+                 transform: nn.Module | None = None):
         super().__init__()
+        self.transform = transform if transform is not None else nn.Identity()
         self.backbone, self.sequence, self.head = backbone, sequence, head
         self.dropout = nn.Dropout(dropout)
+        self.norm_adjustments: dict[int, int] = {}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        f = self.backbone(images * 2.0 - 1.0)           # [0, 1] -> [-1, 1]; (B, C, H', W')
+        x = self.transform(images * 2.0 - 1.0)          # [0, 1] -> [-1, 1]; rectified, same size
+        f = self.backbone(x)                             # (B, C, H', W')
         f = f.mean(dim=2)                                # (B, C, H', W') -> (B, C, W'): collapse the height
         return f.transpose(1, 2)                         # (B, C, W') -> (B, T=W', C)
 
@@ -40,18 +49,26 @@ class Recognizer(nn.Module):
         return self.head.decode(logits)
 
 
+def _lookup(key: str, name: str, table: dict):
+    if name not in table:
+        raise CvlabError(f"{key}: unknown {name!r} (valid: {', '.join(table)})")
+    return table[name]
+
+
 def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Recognizer:
-    for key, name, table in (("model.backbone.name", cfg.backbone.name, BACKBONES),
-                             ("model.sequence.name", cfg.sequence.name, SEQUENCES),
-                             ("model.head.name", cfg.head.name, HEADS)):
-        if name not in table:
-            raise CvlabError(f"{key}: unknown {name!r} (valid: {', '.join(table)})")
+    backbone_cls = _lookup("model.backbone.name", cfg.backbone.name, BACKBONES)
+    sequence_cls = _lookup("model.sequence.name", cfg.sequence.name, SEQUENCES)
+    head_cls = _lookup("model.head.name", cfg.head.name, HEADS)
+    transform_cls = _lookup("model.transform", cfg.transform, TRANSFORMS)
     norm, act = make_norm(cfg.norm), make_act(cfg.act)
-    backbone = BACKBONES[cfg.backbone.name](in_channels, cfg.backbone.size, norm, act, cfg.norm.position,
-                                           cfg.backbone.norm_at)
-    hidden = cfg.sequence.hidden or DEFAULT_HIDDEN[cfg.backbone.size]
-    sequence = SEQUENCES[cfg.sequence.name](backbone.out_channels, hidden, cfg.sequence.layers)
-    head = HEADS[cfg.head.name](sequence.out_channels, num_classes)
-    model = Recognizer(backbone, sequence, head, cfg.dropout)
+    position = cfg.norm.position
+    transform = transform_cls(in_channels, cfg.backbone, norm, act, position) if transform_cls else None
+    backbone = backbone_cls(in_channels, cfg.backbone, norm, act, position)
+    hidden = cfg.sequence.hidden or max(8, round(DEFAULT_HIDDEN[cfg.backbone.size] * cfg.backbone.width))
+    sequence = sequence_cls(backbone.out_channels, hidden, cfg.sequence.layers)
+    head = head_cls.from_cfg(sequence.out_channels, num_classes, cfg.head)
+    model = Recognizer(backbone, sequence, head, cfg.dropout, transform)
+    if cfg.norm.name == "weight":
+        apply_weight_norm(model)
     model.norm_adjustments = dict(getattr(norm, "adjusted", {}))
     return model
