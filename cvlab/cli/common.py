@@ -62,12 +62,16 @@ def _results_table(title: str, datasets: dict, combined: dict | None = None) -> 
     table = Table(title=title)
     for col in ("dataset", "samples", "word acc", "1−NED", "CER", "WER", "conf"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
-    for name, r in datasets.items():
-        table.add_row(name, str(r["samples"]), f"{100 * r['word_acc']:.2f}", f"{r['one_minus_ned']:.4f}",
-                      f"{100 * r['cer']:.2f}", f"{100 * r['wer']:.2f}", f"{r.get('confidence', 0):.3f}")
+
+    def pct(r: dict, key: str) -> str:
+        return f"{100 * r[key]:.2f}" if key in r else ""
+
+    rows = list(datasets.items())
     if combined and len(datasets) > 1:
-        table.add_row("[b]combined[/b]", str(combined["samples"]), f"{100 * combined['word_acc']:.2f}",
-                      f"{combined['one_minus_ned']:.4f}", "", "", f"{combined['confidence']:.3f}")
+        rows.append(("[b]combined[/b]", combined))
+    for name, r in rows:
+        table.add_row(name, str(r["samples"]), pct(r, "word_acc"), f"{r['one_minus_ned']:.4f}", pct(r, "cer"),
+                      pct(r, "wer"), f"{r.get('confidence', 0):.3f}")
     return table
 
 

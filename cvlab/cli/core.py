@@ -58,7 +58,9 @@ def train(
 
 @app.command(name="eval", epilog="Examples:\n\n    cvlab eval runs/quickstart\n\n"
              "    cvlab eval runs/quickstart/20261122-101500 --checkpoint last\n\n"
-             "    cvlab eval runs/quickstart --data synth --opt size=2000 --opt seed=7")
+             "    cvlab eval runs/quickstart --data synth --opt size=2000 --opt seed=7\n\n"
+             "    cvlab eval runs/scene_text --data iiit5k:~/data/IIIT5K:test --data svt:~/data/svt1:test\n\n"
+             "    cvlab eval runs/iam_lines --data iam:~/data/iam:testset --opt splits_dir=~/data/iam/splits")
 @guarded
 def eval_(
     run: Path = typer.Argument(..., help="A run directory, a folder of runs (newest is used) or a .pt file."),
@@ -80,7 +82,24 @@ def eval_(
     res = evaluate_run(run, checkpoint, specs or None, protocol, tuple(set_), make_progress(err, 1))
     out.print(_results_table(f"eval — step {res['step']}, {Path(res['checkpoint']).name} "
                              f"(protocol {res['protocol']})", res["datasets"], res["combined"]))
+    for line in _eval_notes(res):
+        out.print(line, markup=False, highlight=False)
     out.print(f"written: {Path(res['run']) / 'eval.json'}")
+
+
+def _eval_notes(res: dict) -> list[str]:
+    """Lexicon-constrained accuracy, and every sample the numbers above treat specially."""
+    lines = []
+    for name, r in res["datasets"].items():
+        for lex, v in r.get("lexicon", {}).items():
+            lines.append(f"{name}: lexicon-{lex} word acc {100 * v['word_acc']:.2f} ({v['samples']} samples)")
+        if r.get("empty_labels"):
+            lines.append(f"{name}: {r['empty_labels']} labels are empty under protocol {res['protocol']} "
+                         "(still scored: only an empty prediction matches)")
+        if r.get("unreadable"):
+            ex = "; ".join(r.get("unreadable_examples", []))
+            lines.append(f"{name}: {r['unreadable']} samples with unreadable images were not scored (e.g. {ex})")
+    return lines
 
 
 @config_app.command("show", epilog="Example:\n\n    cvlab config show experiments/quickstart.yaml --set train.lr=3e-4")

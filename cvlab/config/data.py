@@ -6,7 +6,7 @@ in `DATASET_SPECS`. The loaders that read these specs live in `cvlab.data`.
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
 
@@ -48,8 +48,98 @@ class SynthSpec(SpecBase):
         return self
 
 
+class FileSpec(SpecBase):
+    """A dataset read from disk as its authors distribute it (REFERENCE §1)."""
+
+    root: str = Field(description="folder where the original archive was unpacked (original names kept)")
+    strict: bool = Field(True, description="malformed annotation line: error with file:line (false: skip and count)")
+
+    @property
+    def root_path(self):
+        from pathlib import Path
+
+        return Path(self.root).expanduser()
+
+
+class LmdbSpec(FileSpec):
+    """Standard text-recognition LMDB (num-samples, image-%09d, label-%09d; 1-based), found recursively."""
+
+    type: Literal["lmdb"] = "lmdb"
+    split: str | None = Field(None, description="sub-folder of root to read (e.g. evaluation/IIIT5k_3000)")
+
+
+class FolderSpec(FileSpec):
+    """A folder of images with a label file of `relative/path<TAB>label` lines."""
+
+    type: Literal["folder"] = "folder"
+    labels: str = Field("gt.txt", description="label file, relative to root (or absolute)")
+    images: str | None = Field(None, description="folder the image paths are relative to (default: root)")
+
+
+class Iiit5kSpec(FileSpec):
+    type: Literal["iiit5k"] = "iiit5k"
+    split: Literal["train", "test"] = "test"
+    labels: str | None = Field(None, description="the .mat file (default: traindata.mat / testdata.mat in root)")
+    images: str | None = Field(None, description="folder ImgName paths are relative to (default: root)")
+
+
+class SvtSpec(FileSpec):
+    type: Literal["svt"] = "svt"
+    split: Literal["train", "test"] = "test"
+    labels: str | None = Field(None, description="the XML file (default: train.xml / test.xml in root)")
+    images: str | None = Field(None, description="folder imageName paths are relative to (default: root)")
+
+
+class _IcdarSpec(FileSpec):
+    split: Literal["train", "test"] = "test"
+    labels: str | None = Field(None, description="GT file (default: the original name for the split)")
+    images: str | None = Field(None, description="folder of word_N.png crops (default: the original name)")
+    subset_file: str | None = Field(None, description="keep only the image names listed (one per line)")
+
+    @field_validator("subset", mode="before", check_fields=False)
+    @classmethod
+    def _subset_text(cls, v):
+        return str(v) if isinstance(v, int) else v  # YAML reads `subset: 857` as a number
+
+
+class Ic13Spec(_IcdarSpec):
+    type: Literal["ic13"] = "ic13"
+    subset: Literal["full", "1015", "857"] = Field(
+        "full", description="1015: only alphanumeric labels; 857: also at least 3 characters"
+    )
+
+
+class Ic15Spec(_IcdarSpec):
+    type: Literal["ic15"] = "ic15"
+    subset: Literal["full", "1811"] = Field("full", description="1811 is a fixed list: needs subset_file")
+
+    @model_validator(mode="after")
+    def _fixed_list(self):
+        if self.subset == "1811" and not self.subset_file:
+            raise ValueError("subset 1811 is a fixed list, not a rule: give subset_file (one image name a line)")
+        return self
+
+
+class IamSpec(FileSpec):
+    type: Literal["iam"] = "iam"
+    level: Literal["words", "lines"] = "lines"
+    split: str | None = Field(None, description="a split list file, or its name in splits_dir (test -> testset.txt)")
+    splits_dir: str | None = Field(None, description="folder holding the split lists (default: root)")
+    labels: str | None = Field(None, description="annotation file (default: ascii/words.txt or ascii/lines.txt)")
+    images: str | None = Field(None, description="image folder (default: words/ or lines/ in root)")
+    keep_err: bool = Field(True, description="keep rows marked `err` (lines: always fine; words: box may be bad)")
+
+
+class RimesSpec(FileSpec):
+    type: Literal["rimes"] = "rimes"
+    level: Literal["words", "lines"] = "lines"
+    split: Literal["train", "val", "test"] = "test"
+    labels: str | None = Field(None, description="XML (lines) or GT text file (words); default: original name")
+    images: str | None = Field(None, description="folder of the page/word images (default: searched in root)")
+
+
 # Every dataset family's spec; `type` selects one.
-DATASET_SPECS = (SynthSpec,)
+DATASET_SPECS = (SynthSpec, LmdbSpec, FolderSpec, Iiit5kSpec, SvtSpec, Ic13Spec, Ic15Spec, IamSpec, RimesSpec)
 DatasetSpec = Annotated[Union[DATASET_SPECS], Field(discriminator="type")]  # noqa: UP007
 DATASET_TYPES = tuple(s.model_fields["type"].default for s in DATASET_SPECS)
 

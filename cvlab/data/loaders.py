@@ -7,33 +7,78 @@ run sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
 from ..config.data import DataCfg, SpecBase
 from ..errors import CvlabError
+from .base import Broken
+from .folder import FolderDataset
+from .iam import IamDataset
+from .icdar import Ic13Dataset, Ic15Dataset
+from .iiit5k import Iiit5kDataset
+from .lmdb import LmdbDataset
+from .report import DataReport
+from .rimes import RimesDataset
+from .svt import SvtDataset
 from .synth import SynthWords
 
-DATASETS: dict[str, type] = {"synth": SynthWords}
+DATASETS: dict[str, type] = {
+    "synth": SynthWords, "lmdb": LmdbDataset, "folder": FolderDataset, "iiit5k": Iiit5kDataset,
+    "svt": SvtDataset, "ic13": Ic13Dataset, "ic15": Ic15Dataset, "iam": IamDataset, "rimes": RimesDataset,
+}
 
 
-def build_dataset(spec: SpecBase, charset: str, data: DataCfg) -> Dataset:
+def _construct(spec: SpecBase, charset: str, data: DataCfg) -> Dataset:
     cls = DATASETS.get(spec.type)
     if cls is None:
         raise CvlabError(f"dataset type {spec.type!r} has no loader (valid: {', '.join(DATASETS)})")
-    ds = cls(spec, charset, data.image)
+    return cls(spec, charset, data.image)
+
+
+def _limited(spec: SpecBase, ds: Dataset, name: str) -> Dataset:
     if spec.limit is not None and spec.limit < len(ds):
         ds = Subset(ds, range(spec.limit))
     if len(ds) == 0:
-        raise CvlabError(f"{spec_name(spec)}: the dataset has 0 samples")
+        why = "; ".join(report_lines(ds)[:3])
+        raise CvlabError(f"{name}: the dataset has 0 samples" + (f" ({why})" if why else ""))
     return ds
+
+
+def build_dataset(spec: SpecBase, charset: str, data: DataCfg) -> Dataset:
+    return _limited(spec, _construct(spec, charset, data), spec_name(spec))
+
+
+def build_parts(spec: SpecBase, charset: str, data: DataCfg) -> dict[str, Dataset]:
+    """One dataset per part: an LMDB tree (e.g. evaluation/IIIT5k_3000, evaluation/SVT) gives one per folder,
+    so evaluation reports one row per benchmark; everything else gives itself. `limit` applies per part."""
+    ds = _construct(spec, charset, data)
+    parts = ds.parts() if hasattr(ds, "parts") else {}
+    if len(parts) <= 1:
+        return {spec_name(spec): _limited(spec, ds, spec_name(spec))}
+    out = {}
+    for rel, idx in parts.items():
+        name = f"{spec.name}_{rel}" if spec.name else rel
+        name = name.replace("/", "_")
+        part = Subset(ds, idx)
+        part.report = ds.part_report(rel)  # each folder's own drops, so nothing is printed twice
+        out[name] = _limited(spec, part, name)
+    return out
 
 
 def spec_name(spec: SpecBase, fallback_index: int | None = None) -> str:
     if spec.name:
-        return spec.name
-    base = spec.type if not hasattr(spec, "split") else f"{spec.type}_{spec.split}"
+        base = spec.name
+    else:
+        split = getattr(spec, "split", None)
+        base = f"{spec.type}_{split}" if split else spec.type
+        if getattr(spec, "subset", "full") != "full":
+            base = f"{spec.type}_{spec.subset}"
+        if getattr(spec, "level", None):
+            base = f"{spec.type}_{spec.level}" + (f"_{Path(split).stem}" if split else "")
+    base = base.replace("/", "_")  # names become TensorBoard tags and table rows
     return base if fallback_index is None else f"{base}{fallback_index}"
 
 
@@ -41,18 +86,97 @@ def named_datasets(specs: Sequence[SpecBase], charset: str, data: DataCfg) -> di
     """Build each spec, naming them uniquely (`synth`, `synth1`, ...) when names are not given."""
     out: dict[str, Dataset] = {}
     for spec in specs:
-        name = spec_name(spec)
-        i = 1
-        while name in out:
-            name = spec_name(spec, i)
-            i += 1
-        out[name] = build_dataset(spec, charset, data)
+        for part_name, ds in build_parts(spec, charset, data).items():
+            name, i = part_name, 1
+            while name in out:
+                name = f"{part_name}{i}"
+                i += 1
+            out[name] = ds
     return out
 
 
-def collate(batch: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
-    images, labels = zip(*batch, strict=True)
-    return torch.stack(images), list(labels)
+def unwrap(ds: Dataset, i: int | None = None) -> tuple[Dataset, int | None]:
+    """The dataset under Subset wrappers, and index i mapped into it."""
+    while isinstance(ds, Subset):
+        i = None if i is None else int(ds.indices[i])
+        ds = ds.dataset
+    return ds, i
+
+
+def report_of(ds: Dataset) -> DataReport | None:
+    """The report nearest to `ds`: a part's own (an LMDB folder), else the dataset's under any Subset."""
+    while not hasattr(ds, "report") and isinstance(ds, Subset):
+        ds = ds.dataset
+    return getattr(ds, "report", None)
+
+
+def report_lines(ds: Dataset) -> list[str]:
+    rep = report_of(ds)
+    return rep.lines() if rep else []
+
+
+class Labels(list):
+    """The labels of a batch (a plain list to everyone else), carrying what `collate` dropped and, for
+    evaluation, each sample's lexicons. Attributes survive pickling from DataLoader workers."""
+
+    dropped: list | tuple = ()
+    lexicons: list | None = None
+
+
+def collate(batch: list[tuple]) -> tuple[torch.Tensor, list[str]]:
+    """Stack the readable samples; samples whose image failed to load (`Broken`) are dropped and listed in
+    `labels.dropped` for the loader to count. Items may carry a third element, lexicons, for evaluation."""
+    good = [b for b in batch if not isinstance(b[0], Broken)]
+    labels = Labels(b[1] for b in good)
+    labels.dropped = [(b[0].source, b[0].why) for b in batch if isinstance(b[0], Broken)]
+    labels.lexicons = [b[2] for b in good] if batch and len(batch[0]) > 2 else None
+    images = torch.stack([b[0] for b in good]) if good else torch.empty(0)
+    return images, labels
+
+
+class ReportingLoader(DataLoader):
+    """A DataLoader that counts the samples `collate` dropped (in the main process, whatever the workers) and
+    skips batches left empty (every sample unreadable: the training loop then runs one step fewer rather than
+    feed the model an empty batch). `new_problems()` gives report lines for drops not yet reported."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.load_report = DataReport("load")
+        self._reported = 0
+
+    def __iter__(self):
+        for images, labels in super().__iter__():
+            for source, why in getattr(labels, "dropped", ()):
+                self.load_report.drop("image unreadable at load time", f"{source} ({why})")
+            if len(labels):
+                yield images, labels
+
+    def new_problems(self) -> list[str]:
+        n = self.load_report.total_dropped
+        if n == self._reported:
+            return []
+        self._reported = n
+        return self.load_report.lines()
+
+
+class _WithLexicons(Dataset):
+    """Evaluation view: items (image, label, lexicons) so lexicon-constrained accuracy can be scored."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        image, label = self.ds[i]
+        base, j = unwrap(self.ds, i)
+        return image, label, base.lexicons(j)
+
+
+def has_lexicons(ds: Dataset) -> bool:
+    base, _ = unwrap(ds)
+    return hasattr(base, "lexicons") and len(ds) > 0 and base.lexicons(unwrap(ds, 0)[1]) is not None
 
 
 class StepSampler(Sampler[list[int]]):
@@ -86,12 +210,14 @@ def train_loader(datasets: dict[str, Dataset], batch_size: int, seed: int, steps
                  ) -> DataLoader:
     ds = ConcatDataset(list(datasets.values()))
     sampler = StepSampler(len(ds), batch_size, seed, steps, start)
-    return DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+    return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                       persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 
 def eval_loader(ds: Dataset, batch_size: int, workers: int, max_samples: int | None = None) -> DataLoader:
     if max_samples is not None and max_samples < len(ds):
         ds = Subset(ds, range(max_samples))
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+    if has_lexicons(ds):
+        ds = _WithLexicons(ds)
+    return ReportingLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())

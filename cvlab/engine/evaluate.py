@@ -27,7 +27,7 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
             logits = model(images)
         ids, confs = model.decode(logits)
         preds = [tokenizer.decode(i) for i in ids]
-        acc.update(preds, labels, confs)
+        acc.update(preds, labels, confs, getattr(labels, "lexicons", None))
         if len(kept_labels) < keep:
             n = keep - len(kept_labels)
             kept_images.append(images[:n].float().cpu())
@@ -35,7 +35,12 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
             kept_preds += preds[:n]
     model.train(was_training)
     grid = (torch.cat(kept_images) if kept_images else None, kept_labels, kept_preds)
-    return acc.result(), grid
+    result = acc.result()
+    report = getattr(loader, "load_report", None)
+    if report is not None and report.total_dropped:  # never scored: say how many, the CLI lists them
+        result["unreadable"] = report.total_dropped
+        result["unreadable_examples"] = report.examples.get("image unreadable at load time", [])
+    return result, grid
 
 
 def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = None, protocol: str | None = None,
@@ -46,7 +51,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
 
     from ..config import load_config
     from ..data.charset import resolve_charset
-    from ..data.loaders import named_datasets
+    from ..data.loaders import named_datasets, report_lines, report_of
     from ..errors import CvlabError
     from ..models import build_model
     from .checkpoint import load_checkpoint, write_json
@@ -74,10 +79,14 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
     model.load_state_dict(state["model"])
     specs = data if data else (cfg.data.test or cfg.data.val)
     sets = named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data)
-    results = {}
+    results, reported = {}, set()
     for name, ds in sets.items():
         if progress:
             progress.message(f"evaluating {name} ({len(ds)} samples)")
+            rep = report_of(ds)  # a report shared by several rows is printed once
+            for line in report_lines(ds) if id(rep) not in reported else []:
+                progress.message(f"  {name}: {line}")
+            reported.add(id(rep))
         results[name], _ = evaluate(model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers), tokenizer,
                                     cfg.eval.protocol, device, cfg.train.amp, cfg.train.channels_last)
     out = {"run": str(run), "checkpoint": str(ckpt_path), "step": state["step"], "protocol": cfg.eval.protocol,

@@ -1,0 +1,93 @@
+"""Data loading speed on this machine: index-build time and samples/s for LMDB, folder and synthetic sources,
+read as training reads them (decode, grey, resize to 32×100, batch of 64 through a DataLoader).
+
+Builds its own temporary data: N rendered word images as PNGs, written once into an LMDB (repeated to
+--index-size entries, to time a large index) and once as files with a gt.txt.
+
+    .venv/bin/python benchmarks/data.py [--images 20000] [--index-size 100000] [--read 6400] [--workers 0,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import lmdb
+import torch
+
+from cvlab.config import DataCfg, SynthSpec, parse_data_spec
+from cvlab.data.loaders import build_dataset, eval_loader
+from cvlab.data.synth import SynthWords
+
+
+def make_sources(tmp: Path, images: int, index_size: int) -> None:
+    synth = SynthWords(SynthSpec(size=images, seed=3), "0123456789abcdefghijklmnopqrstuvwxyz", DataCfg().image)
+    pngs = []
+    t0 = time.perf_counter()
+    for i in range(images):
+        img, text, _ = synth.render(i)
+        buf = io.BytesIO()
+        img.convert("L").save(buf, format="PNG")
+        pngs.append((buf.getvalue(), text))
+    print(f"rendered {images} PNGs in {time.perf_counter() - t0:.1f}s "
+          f"(mean {sum(len(p) for p, _ in pngs) / images / 1024:.1f} KiB)")
+    env = lmdb.open(str(tmp / "lmdb"), map_size=1 << 34)
+    with env.begin(write=True) as txn:
+        for i in range(index_size):
+            data, text = pngs[i % images]
+            txn.put(b"image-%09d" % (i + 1), data)
+            txn.put(b"label-%09d" % (i + 1), text.encode())
+        txn.put(b"num-samples", str(index_size).encode())
+    env.close()
+    (tmp / "folder").mkdir()
+    lines = []
+    for i, (data, text) in enumerate(pngs):
+        sub = tmp / "folder" / f"{i // 1000:03d}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"{i}.png").write_bytes(data)
+        lines.append(f"{sub.name}/{i}.png\t{text}")
+    (tmp / "folder" / "gt.txt").write_text("\n".join(lines) + "\n")
+
+
+def throughput(ds, n: int, workers: int) -> float:
+    loader = eval_loader(torch.utils.data.Subset(ds, range(min(n, len(ds)))), 64, workers)
+    t0, seen = time.perf_counter(), 0
+    for images, _ in loader:
+        seen += images.shape[0]
+    return seen / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--index-size", type=int, default=100000)
+    ap.add_argument("--read", type=int, default=6400, help="samples read per throughput figure")
+    ap.add_argument("--workers", default="0,2")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    data = DataCfg()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        make_sources(tmp, args.images, args.index_size)
+        rows = []
+        for kind, text in (("lmdb", f"lmdb:{tmp / 'lmdb'}"), ("folder", f"folder:{tmp / 'folder'}")):
+            t0 = time.perf_counter()
+            ds = build_dataset(parse_data_spec(text), "0123456789abcdefghijklmnopqrstuvwxyz", data)
+            rows.append((kind, len(ds), time.perf_counter() - t0, ds))
+        rows.append(("synth", args.images, 0.0, build_dataset(SynthSpec(size=args.images, seed=5),
+                                                              "0123456789abcdefghijklmnopqrstuvwxyz", data)))
+        print(f"{'source':8} {'samples':>8} {'index s':>8} " + " ".join(f"{f'w={w} img/s':>12}" for w in
+                                                                 args.workers.split(",")))
+        for kind, n, secs, ds in rows:
+            rates = [throughput(ds, args.read, int(w)) for w in args.workers.split(",")]
+            print(f"{kind:8} {n:8d} {secs:8.2f} " + " ".join(f"{r:12.0f}" for r in rates))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""`cvlab data check|convert|preview`: look at a dataset as cvlab reads it, or write it as a standard LMDB."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..errors import CvlabError
+from .common import SET_HELP, app, err, guarded, out
+
+data_app = typer.Typer(no_args_is_help=True, help="Check, convert and preview datasets as downloaded.")
+app.add_typer(data_app, name="data")
+
+TYPE_HELP = "Dataset type: lmdb, folder, iiit5k, svt, ic13, ic15, iam, rimes, synth."
+OPT_HELP = "Type-specific key=value, e.g. `--opt level=words` (repeatable; values are YAML)."
+
+
+def _spec(type_: str | None, root: Path | None, split: str | None, opt: list[str]):
+    from ..config import parse_data_spec
+
+    if not type_:
+        raise CvlabError("give --type TYPE (and --root DIR), or an EXPERIMENT file")
+    if root is None and type_ != "synth":
+        raise CvlabError(f"--root is required for --type {type_} (the folder the dataset was unpacked into)")
+    text = type_ + (f":{root}" if root is not None else "") + (f":{split}" if split else "")
+    return parse_data_spec(text, opt)
+
+
+def _build(spec, charset: str, image=None):
+    from ..config import DataCfg
+    from ..data.loaders import build_dataset
+
+    data = DataCfg() if image is None else DataCfg(image=image)
+    return build_dataset(spec, charset, data)
+
+
+def _print_check(name: str, r: dict) -> None:
+    out.print(f"[b]{name}[/b]: {r['samples']} samples, {r['readable']} images decoded")
+    for note in r["notes"]:
+        out.print(f"  {note}", markup=False, highlight=False)
+    for title in ("dropped", "adjusted"):
+        for reason, n in sorted(r[title].items(), key=lambda kv: -kv[1]):
+            ex = "; ".join(r["examples"].get(reason, []))
+            out.print(f"  {title} {n}: {reason}" + (f"  e.g. {ex}" if ex else ""), markup=False, highlight=False)
+    if r["outside_charset"]:
+        chars = ", ".join(f"{c!r}×{n}" for c, n in list(r["outside_charset"].items())[:30])
+        out.print(f"  characters outside the charset: {chars}", markup=False, highlight=False)
+    hist = "  ".join(f"{k}:{v}" for k, v in r["label_lengths"].items())
+    out.print(f"  label lengths: {hist}", markup=False, highlight=False)
+    if "image_size" in r:
+        s = r["image_size"]
+        out.print(f"  image width min/median/max {s['width']['min']}/{s['width']['median']:g}/{s['width']['max']}, "
+                  f"height {s['height']['min']}/{s['height']['median']:g}/{s['height']['max']}, "
+                  f"median aspect {s['aspect_median']:.2f}", markup=False, highlight=False)
+
+
+@data_app.command("check", epilog="Examples:\n\n    cvlab data check --type ic13 --root ~/data/ic13 --split test\n\n"
+                  "    cvlab data check --type iam --root ~/data/iam --opt level=words --json iam.json\n\n"
+                  "    cvlab data check experiments/iam_lines.yaml")
+@guarded
+def check(
+    experiment: Path = typer.Argument(None, help="Check every dataset of this experiment (with its charset)."),
+    type_: str = typer.Option(None, "--type", help=TYPE_HELP),
+    root: Path = typer.Option(None, help="Folder the dataset was unpacked into (original names kept)."),
+    split: str = typer.Option(None, help="Split (train, test, ...; IAM: a split list name or file)."),
+    opt: list[str] = typer.Option([], "--opt", help=OPT_HELP),
+    charset: str = typer.Option("lower36", help="Charset to count characters against (without EXPERIMENT)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+):
+    """Samples, dropped samples by reason (with examples), characters outside the charset, label lengths,
+    image sizes. Decodes every image."""
+    from ..config import load_config
+    from ..data.charset import resolve_charset
+    from ..data.check import check_dataset
+    from ..data.loaders import build_dataset, spec_name
+
+    results = {}
+    if experiment is not None:
+        cfg = load_config(experiment, set_)
+        chars = resolve_charset(cfg.data.charset)
+        for split_name in ("train", "val", "test"):
+            for spec in getattr(cfg.data, split_name):
+                # one check per spec (an LMDB tree as a whole): its report counts each drop once
+                ds, name = build_dataset(spec, chars, cfg.data), spec_name(spec)
+                err.print(f"checking {split_name}/{name} ({len(ds)} samples)")
+                results[f"{split_name}/{name}"] = check_dataset(ds, chars)
+    else:
+        chars = resolve_charset(charset)
+        spec = _spec(type_, root, split, opt)
+        ds = _build(spec, chars)
+        results[spec.name or spec.type] = check_dataset(ds, chars)
+    for name, r in results.items():
+        _print_check(name, r)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.print(f"written: {json_out}")
+
+
+@data_app.command("convert", epilog="Examples:\n\n"
+                  "    cvlab data convert --type svt --root ~/data/svt1 --split test --out lmdb/svt_test\n\n"
+                  "    cvlab data convert --type iam --root ~/data/iam --split testset --opt level=lines "
+                  "--opt splits_dir=~/data/iam/splits --out lmdb/iam_test")
+@guarded
+def convert(
+    type_: str = typer.Option(None, "--type", help=TYPE_HELP),
+    root: Path = typer.Option(None, help="Folder the dataset was unpacked into."),
+    split: str = typer.Option(None, help="Split to convert."),
+    opt: list[str] = typer.Option([], "--opt", help=OPT_HELP),
+    out_dir: Path = typer.Option(..., "--out", help="New folder for data.mdb."),
+    charset: str = typer.Option("lower36", help="synth only: the characters its words are drawn from."),
+):
+    """Write a dataset as a standard LMDB (num-samples, image-%09d, label-%09d; 1-based), original image bytes
+    (PNG for crops) and original labels."""
+    from ..data.charset import resolve_charset
+    from ..data.convert import convert_to_lmdb
+
+    ds = _build(_spec(type_, root, split, opt), resolve_charset(charset))
+    res = convert_to_lmdb(ds, out_dir, on_progress=lambda n: err.print(f"  {n} written"))
+    for reason, n in res["dropped"].items():
+        ex = "; ".join(res["examples"].get(reason, []))
+        err.print(f"dropped {n}: {reason}  e.g. {ex}", markup=False, highlight=False)
+    out.print(f"written {res['written']} samples to {res['out']}", markup=False, highlight=False)
+
+
+@data_app.command("preview", epilog="Example:\n\n"
+                  "    cvlab data preview --type rimes --root ~/data/rimes --opt level=lines --out rimes.png")
+@guarded
+def preview(
+    type_: str = typer.Option(None, "--type", help=TYPE_HELP),
+    root: Path = typer.Option(None, help="Folder the dataset was unpacked into."),
+    split: str = typer.Option(None, help="Split to show."),
+    opt: list[str] = typer.Option([], "--opt", help=OPT_HELP),
+    out_file: Path = typer.Option(Path("preview.png"), "--out", help="PNG to write."),
+    count: int = typer.Option(32, min=1, help="Samples in the grid."),
+    height: int = typer.Option(32, min=8, help="Image height, as `data.image.height`."),
+    width: int = typer.Option(128, min=8, help="Maximum width, as `data.image.width` (keep_ratio)."),
+    charset: str = typer.Option("lower36", help="synth only: the characters its words are drawn from."),
+):
+    """A labelled grid of samples, resized as an experiment would see them (keep_ratio)."""
+    from ..config import ImageCfg
+    from ..data.charset import resolve_charset
+    from ..data.preview import preview_grid
+
+    image = ImageCfg(height=height, width=width, channels=3, resize="keep_ratio")
+    res = preview_grid(_build(_spec(type_, root, split, opt), resolve_charset(charset), image), out_file, count)
+    if res["broken"]:
+        err.print(f"{res['broken']} picked samples had unreadable images (not shown)")
+    if not res["out"]:
+        raise CvlabError("no readable sample to show")
+    out.print(f"written: {res['out']} ({res['shown']} samples)", markup=False, highlight=False)

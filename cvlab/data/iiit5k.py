@@ -1,0 +1,67 @@
+"""`iiit5k`: IIIT5K-Word_V3.0 as unpacked: `traindata.mat`/`testdata.mat` (MATLAB v5, read with scipy) beside
+`train/` and `test/`. Each .mat holds a 1×N struct array with `ImgName` (`test/1002_1.png`), `GroundTruth`,
+`smallLexi` (50 words) and `mediumLexi` (1000 words); the lexicons are kept for lexicon-constrained accuracy
+(IIIT5K-50 and IIIT5K-1k)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.io
+
+from ..errors import CvlabError
+from .base import ListDataset, need_dir, need_file, under
+
+LAYOUT = "ROOT/testdata.mat (traindata.mat) and ROOT/test/*.png (train/*.png), as in IIIT5K-Word_V3.0"
+
+
+def _strings(x) -> list[str]:
+    """Every string inside a (nested) MATLAB char/cell array, in order."""
+    if isinstance(x, str):
+        return [x]
+    if isinstance(x, bytes):
+        return [x.decode("utf-8", "replace")]
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind == "U":
+            return [str(s) for s in x.ravel()]
+        return [s for e in x.ravel() for s in _strings(e)]
+    return [str(x)]
+
+
+def _one(x) -> str:
+    s = _strings(x)
+    return s[0] if s else ""
+
+
+class Iiit5kDataset(ListDataset):
+    def index(self) -> None:
+        spec = self.spec
+        root = need_dir(spec.root_path, LAYOUT)
+        var = f"{spec.split}data"
+        mat = need_file(under(root, spec.labels, f"{var}.mat"), LAYOUT)
+        base = under(root, spec.images, ".")
+        try:
+            data = scipy.io.loadmat(str(mat))
+        except Exception as e:  # scipy raises assorted errors for non-.mat input
+            raise CvlabError(f"{mat}: not a readable MATLAB file ({e.__class__.__name__}: {e})") from None
+        key = var if var in data else next((k for k in data if not k.startswith("__")), None)
+        arr = data.get(key) if key else None
+        if arr is None or arr.dtype.names is None or "ImgName" not in arr.dtype.names:
+            raise CvlabError(f"{mat}: expected a struct array `{var}` with fields ImgName, GroundTruth, "
+                             f"smallLexi, mediumLexi")
+        fields = arr.dtype.names
+        for n, rec in enumerate(arr.ravel(), 1):
+            name, label = _one(rec["ImgName"]), _one(rec["GroundTruth"])
+            where = f"{mat.name} #{n}"
+            if not name:
+                self.malformed(mat, n, "record without ImgName")
+                continue
+            if not label:
+                self.report.drop("empty label", where)
+                continue
+            lex = {}
+            if "smallLexi" in fields:
+                lex["50"] = _strings(rec["smallLexi"])
+            if "mediumLexi" in fields:
+                lex["1k"] = _strings(rec["mediumLexi"])
+            if self.keep_if_exists(base / name, label, where):
+                self.add(base / name, label, lexicons=lex or None)

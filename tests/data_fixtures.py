@@ -1,0 +1,205 @@
+"""Tiny datasets written in each family's real on-disk form, quirks included (shared by tests/test_data_*.py)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import lmdb
+import numpy as np
+from PIL import Image
+
+
+def png(path: Path, w: int, h: int, value: int = 128) -> Path:
+    """A w×h grey PNG whose pixel (x, y) is (value + x + 3y) % 256, so crops can be checked pixel by pixel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(page_array(w, h, value)).save(path)
+    return path
+
+
+def page_array(w: int, h: int, value: int = 128) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return ((value + x + 3 * y) % 256).astype(np.uint8)
+
+
+def truncated_jpeg(path: Path) -> Path:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(buf, format="JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def png_bytes(w: int, h: int, value: int = 128) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(page_array(w, h, value)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_lmdb(folder: Path, entries: list[tuple[bytes | None, bytes | None]], num: int | None = None) -> Path:
+    """entries[i] = (image bytes or None, label bytes or None), stored 1-based as DTRB does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(str(folder), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, (img, lab) in enumerate(entries, 1):
+            if img is not None:
+                txn.put(b"image-%09d" % i, img)
+            if lab is not None:
+                txn.put(b"label-%09d" % i, lab)
+        txn.put(b"num-samples", str(len(entries) if num is None else num).encode())
+    env.close()
+    return folder
+
+
+def read_lmdb(folder: Path) -> list[tuple[bytes, str]]:
+    """An independent reader: plain lmdb calls, the DTRB key layout."""
+    from cvlab.data.lmdb import close_env
+
+    close_env(folder)  # py-lmdb allows one open environment per path and process
+    env = lmdb.open(str(folder), readonly=True, lock=False)
+    with env.begin() as txn:
+        n = int(txn.get(b"num-samples"))
+        out = [(bytes(txn.get(b"image-%09d" % i)), txn.get(b"label-%09d" % i).decode()) for i in range(1, n + 1)]
+    env.close()
+    return out
+
+
+def make_folder(root: Path) -> Path:
+    png(root / "a" / "1.png", 30, 10)
+    png(root / "b.png", 20, 10)
+    png(root / "c d.png", 12, 10)
+    truncated_jpeg(root / "broken.jpg")
+    (root / "gt.txt").write_bytes(
+        "a/1.png\tHello world\r\n"       # tab, label with a space, CRLF
+        "b.png  Zoë\n"                     # whitespace fallback
+        "missing.png\tgone\n"              # missing image: dropped at index time
+        "broken.jpg\ttrunc\n"              # truncated JPEG: found at load time
+        "c d.png\tspaced path\n".encode())
+    return root
+
+
+def make_lmdb(root: Path) -> Path:
+    """root/evaluation/A (3 good, a label-only entry, an unlabelled image) and root/evaluation/B (1 good, 1 truncated)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 20), (0, 0, 0)).save(buf, format="JPEG")
+    write_lmdb(root / "evaluation" / "A", [(png_bytes(10, 8, 1), b"one"), (png_bytes(12, 8, 2), b"Two!"),
+                                           (None, b"labelonly"), (png_bytes(14, 8, 3), "né".encode()),
+                                           (png_bytes(8, 8, 5), None)])  # an image without its label
+    write_lmdb(root / "evaluation" / "B", [(png_bytes(9, 8, 4), b"b1"), (buf.getvalue()[:40], b"trunc")])
+    return root
+
+
+def make_icdar(root: Path, family: str = "ic13") -> Path:
+    if family == "ic13":
+        images, gt, bom, nl = root / "Challenge2_Test_Task3_Images", root / "Challenge2_Test_Task3_GT.txt", b"", b"\r\n"
+    else:
+        images, gt, bom, nl = root / "ch4_test_word_images_gt", root / "Challenge4_Test_Task3_GT.txt", b"\xef\xbb\xbf", b"\r\n"
+    for i, w in enumerate((20, 22, 24, 26, 28, 30), 1):
+        png(images / f"word_{i}.png", w, 12)
+    lines = ['word_1.png, "Tiredness"', 'word_2.png, "0,6"', 'word_3.png, "TOUBI\'S"',
+             'word_4.png, "[falling"', 'word_5.png, "say \\"hi\\" \\\\o/"', 'word_6.png, "ab"']
+    gt.write_bytes(bom + nl.join(s.encode() for s in lines) + nl)
+    return root
+
+
+def make_iiit5k(root: Path) -> Path:
+    from scipy.io import savemat
+
+    png(root / "test" / "1_1.png", 30, 12)
+    png(root / "test" / "2_1.png", 32, 12)
+    dt = [("ImgName", "O"), ("GroundTruth", "O"), ("smallLexi", "O"), ("mediumLexi", "O")]
+    arr = np.zeros((1, 3), dtype=dt)
+    small = np.array([["PRIVATE"], ["HELLO"], ["WORLD"]], dtype=object)  # a cell array, as MATLAB stores it
+    medium = np.array([["PRIVATE"], ["HELLO"], ["WORLD"], ["HELP"]], dtype=object)
+    arr[0, 0] = ("test/1_1.png", "PRIVATE", small.T, medium.T)
+    arr[0, 1] = ("test/2_1.png", "HELLO", small.T, medium.T)
+    arr[0, 2] = ("test/3_1.png", "MISSING", small.T, medium.T)
+    savemat(root / "testdata.mat", {"testdata": arr})
+    return root
+
+
+SVT_XML = """<?xml version="1.0" encoding="utf-8"?>
+<tagset>
+  <image>
+    <imageName>img/18_01.jpg</imageName>
+    <address>1 Main St</address>
+    <lex>DOOR,CAFE,PUB</lex>
+    <Resolution x="60" y="40"/>
+    <taggedRectangles>
+      <taggedRectangle height="10" width="20" x="5" y="4"><tag>DOOR</tag></taggedRectangle>
+      <taggedRectangle height="30" width="30" x="45" y="20"><tag>CAFE</tag></taggedRectangle>
+      <taggedRectangle height="5" width="5" x="70" y="50"><tag>GONE</tag></taggedRectangle>
+    </taggedRectangles>
+  </image>
+</tagset>
+"""
+
+
+def make_svt(root: Path) -> Path:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(page_array(60, 40)).convert("RGB").save(root / "img" / "18_01.jpg", quality=95)
+    (root / "test.xml").write_text(SVT_XML, encoding="utf-8")
+    return root
+
+
+WORDS_TXT = """#--- words.txt ---------------------------------------------------------------#
+#
+# format: a01-000u-00-00 ok 154 1 408 768 27 51 AT A
+#
+#     1               -> number of components for this word
+#
+a01-000u-00-00 ok 154 408 768 27 51 AT A
+a01-000u-00-01 err 154 507 766 213 48 NN MOVE
+a01-000u-00-02 ok 154 796 764 70 50 TO to by
+a01-117-05-02 err 176 -1 -1 -1 -1 , ,
+b01-000-00-00 ok 154 408 768 27 51 AT B
+"""
+
+LINES_TXT = """#--- lines.txt ---------------------------------------------------------------#
+#
+# format: a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE|to|stop|Mr.|Gaitskell|from
+#
+a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE|to|stop|Mr.|Gaitskell|from
+a01-000u-01 err 156 19 395 932 1850 105 nominating|any|more|Labour
+b01-000-00 ok 154 19 408 746 1661 89 other|form
+"""
+
+
+def make_iam(root: Path) -> Path:
+    (root / "ascii").mkdir(parents=True, exist_ok=True)
+    (root / "ascii" / "words.txt").write_text(WORDS_TXT)
+    (root / "ascii" / "lines.txt").write_text(LINES_TXT)
+    for wid in ("a01-000u-00-00", "a01-000u-00-01", "a01-000u-00-02", "a01-117-05-02", "b01-000-00-00"):
+        p = wid.split("-")
+        png(root / "words" / p[0] / f"{p[0]}-{p[1]}" / f"{wid}.png", 16, 10)
+    for lid in ("a01-000u-00", "a01-000u-01", "b01-000-00"):
+        p = lid.split("-")
+        png(root / "lines" / p[0] / f"{p[0]}-{p[1]}" / f"{lid}.png", 40, 10)
+    (root / "splits").mkdir()
+    (root / "splits" / "testset.txt").write_text("a01-000u-00\na01-000u-01\n")
+    (root / "splits" / "forms.txt").write_text("b01-000\n")
+    return root
+
+
+RIMES_XML = """<?xml version="1.0" encoding="utf-8"?>
+<DocumentList>
+  <SinglePage FileName="images/eval2011-1.png" Index="0">
+    <Paragraph Value="x">
+      <Line Bottom="20" Left="-5" Right="30" Top="2" Value="Je  souhaiterais   vous"/>
+      <Line Bottom="10" Left="50" Right="40" Top="30" Value="Monsieur &amp;quot;X&amp;quot; &amp; Cie"/>
+      <Line Bottom="45" Left="10" Right="70" Top="35" Value="  "/>
+      <Line Bottom="38" Left="0" Right="70" Top="32" Value="caf&#233;"/>
+    </Paragraph>
+  </SinglePage>
+</DocumentList>
+"""
+
+
+def make_rimes(root: Path) -> Path:
+    png(root / "images_gray" / "eval2011-1.png", 60, 40)
+    (root / "eval_2011_annotated.xml").write_text(RIMES_XML, encoding="utf-8")
+    png(root / "data_test" / "lot_1" / "w1.tiff", 16, 10)
+    png(root / "data_test" / "lot_1" / "w2.png", 18, 10)
+    (root / "grount_truth_test_icdar2011.txt").write_bytes(
+        "\ufefflot_1/w1.tiff Madame\r\nlot_1/w2.png été\r\nlot_1/w3.png manque\r\n".encode())
+    return root
