@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import sys
 
-from . import core  # noqa: F401  (registers train, eval, config)
+from . import (
+    augment,  # noqa: F401  (registers augment preview)
+    core,  # noqa: F401  (registers train, eval, config)
+    data,  # noqa: F401  (registers data check, data convert, data preview)
+    models,  # noqa: F401  (registers models list, models show)
+)
 from .common import app
 
 

@@ -9,11 +9,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import CvlabError
+from .augment import AUGMENT_OPS
 from .data import DATASET_TYPES
 from .schema import Experiment
 
-# Discriminated unions put the chosen tag into error locations (`data.train[0].synth.size`); drop it.
-_UNION_TAGS = set(DATASET_TYPES)
+# Discriminated unions put the chosen tag into error locations (`data.train[0].synth.size`,
+# `augment[3].text_distort.segments`); drop it.
+_UNION_TAGS = set(DATASET_TYPES) | set(AUGMENT_OPS)
+_TAG_KEYS = ("type", "op")  # the discriminator field of each tagged union
 
 
 def _dotted(loc: tuple) -> str:
@@ -43,13 +46,19 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        tagged = [c for c in candidates if "type" in c.model_fields and c.model_fields["type"].default == part]
+        tagged = [c for c in candidates
+                  if any(k in c.model_fields and c.model_fields[k].default == part for k in _TAG_KEYS)]
         if tagged:
             candidates = tagged
             continue
         fields = [c.model_fields[part] for c in candidates if part in c.model_fields]
         candidates = [m for f in fields for m in _members(f.annotation)]
     return candidates[0] if len(candidates) == 1 else None
+
+
+def _tag_key(e: dict) -> str:
+    """`type` for datasets, `op` for augment ops: pydantic quotes the discriminator name in the context."""
+    return str(e.get("ctx", {}).get("discriminator", "type")).strip("'\"")
 
 
 def format_error(err: ValidationError, source: str) -> str:
@@ -62,9 +71,11 @@ def format_error(err: ValidationError, source: str) -> str:
             valid = f" (valid keys: {', '.join(owner.model_fields)})" if owner else ""
             msg = f"unknown key{valid}"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown type {e['ctx']['tag']}; valid: {e['ctx']['expected_tags']}"
+            msg = f"unknown {_tag_key(e)} {e['ctx']['tag']}; valid: {e['ctx']['expected_tags']}"
         elif e["type"] == "union_tag_not_found":
-            msg = f"missing `type` (valid: {', '.join(sorted(_UNION_TAGS))})"
+            tag = _tag_key(e)
+            valid = AUGMENT_OPS if tag == "op" else DATASET_TYPES
+            msg = f"missing `{tag}` (valid: {', '.join(valid)})"
         else:
             msg = e["msg"]
             if msg.startswith("Value error, "):

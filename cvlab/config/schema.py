@@ -2,8 +2,9 @@
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
+from .augment import AugmentSpec
 from .base import Section
 from .data import DataCfg
 from .model import ModelCfg
@@ -47,14 +48,17 @@ class Experiment(Section):
     name: str = Field("experiment", pattern=r"^[\w.\-]+$")
     seed: int = 0
     data: DataCfg = DataCfg()
-    augment: list = Field(default_factory=list, description="ordered augmentation ops (not yet available)")
+    augment: list[AugmentSpec] = Field(default_factory=list, description="ordered augmentation ops, applied to "
+                                                                       "training batches only")
     model: ModelCfg = ModelCfg()
     train: TrainCfg = TrainCfg()
     eval: EvalCfg = EvalCfg()
     log: LogCfg = LogCfg()
 
-    @model_validator(mode="after")
-    def _no_augment_yet(self):
-        if self.augment:
-            raise ValueError("augmentation ops are not implemented yet; leave `augment` empty")
-        return self
+    @field_validator("augment")
+    @classmethod
+    def _one_learned_op(cls, ops):
+        # one agent per run: its state is checkpointed under a single key
+        if sum(a.op == "learned" for a in ops) > 1:
+            raise ValueError("at most one `learned` op")
+        return ops

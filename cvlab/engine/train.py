@@ -10,13 +10,15 @@ from pathlib import Path
 
 import torch
 
+from ..augment import build_pipeline, preview_grid, sample_images, step_generator
 from ..config import Experiment, dump_config
-from ..data.loaders import eval_loader, train_loader
+from ..data.loaders import eval_loader, report_lines, train_loader
 from ..errors import CvlabError
 from ..models import build_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from .evaluate import evaluate
 from .optim import build_optimizer, build_scheduler
+from .preflight import preflight
 from .progress import NullProgress, Progress
 from .rundir import write_env
 from .setup import autocast, datasets_for, pick_device, seed_everything, tokenizer_for
@@ -63,7 +65,8 @@ def hparams_of(cfg: Experiment) -> dict:
     m, t = cfg.model, cfg.train
     return {"backbone": m.backbone.name, "size": m.backbone.size, "norm": m.norm.name, "act": m.act,
             "sequence": m.sequence.name, "head": m.head.name, "batch_size": t.batch_size, "lr": t.lr,
-            "optimizer": t.optimizer, "schedule": t.schedule, "steps": t.steps, "amp": t.amp, "seed": cfg.seed}
+            "optimizer": t.optimizer, "schedule": t.schedule, "steps": t.steps, "amp": t.amp, "seed": cfg.seed,
+            "augment": ",".join(a.op for a in cfg.augment) or "none"}
 
 
 def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False) -> dict:
@@ -81,19 +84,28 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     autocast(device, t.amp)  # fails early on an impossible amp/device pair
     seed_everything(cfg.seed)
     tokenizer = tokenizer_for(cfg)
+    if tokenizer.fold("Aa") != "Aa":
+        progress.message(f"data.charset has letters of one case only: training labels are case-folded "
+                         f"(\"Hello\" trains as \"{tokenizer.fold('Hello')}\")")
     train_sets = datasets_for(cfg, "train")
     val_sets = datasets_for(cfg, "val")
     if not train_sets:
         raise CvlabError("data.train: no training datasets")
     for name, ds in {**train_sets, **val_sets}.items():
         progress.message(f"dataset {name}: {len(ds)} samples")
+        for line in report_lines(ds):  # dropped/adjusted samples, characters the charset cannot encode
+            progress.message(f"  {name}: {line}")
     model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
-    for c, g in sorted(getattr(model, "norm_adjustments", {}).items()):
-        progress.message(f"model.norm.groups: {cfg.model.norm.groups} does not divide {c} channels; using {g}")
+    preflight(model, cfg, device, progress)  # impossible combinations stop here (exit 2); reports group adjustments
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
+    # built after the model, so the model's initial weights are the same with or without augmentation
+    augment = build_pipeline(cfg.augment).to(device)
+    learned = augment.learned  # the Learn-to-Augment op, trained alongside the recognizer (or None)
+    if augment:
+        progress.message(f"augment: {augment.describe()}")
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
 
     # --- resume: the exact state of the step where the checkpoint was written
@@ -106,18 +118,25 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
         scaler.load_state_dict(state["scaler"])
         step, best = state["step"], state["best"]
         set_rng_state(state["rng"])
+        if learned is not None and state.get("augment"):
+            learned.load_state(state["augment"])
         progress.message(f"resuming {run_dir} at step {step}")
     write_env(run_dir, str(device), cfg.seed)
 
     writer = open_writer(run_dir, cfg.log.tensorboard, purge_step=step if step else None)
     if writer and step == 0:
         writer.add_text("config", "```yaml\n" + dump_config(cfg) + "\n```", 0)
+        if augment:  # originals beside their augmented versions: one row per op, one for the whole pipeline
+            grid = preview_grid(augment, sample_images(train_sets, 8).to(device),
+                                step_generator(cfg.seed, -1, device))
+            writer.add_image("augment/preview", grid, 0, dataformats="HWC")
 
     def checkpoint(path: Path) -> None:
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
                          "best": best, "rng": rng_state(), "config": cfg.model_dump(mode="json"),
-                         "charset": tokenizer.charset}, path)
+                         "charset": tokenizer.charset,
+                         "augment": learned.state() if learned is not None else None}, path)  # the agent
 
     metrics: dict = {}
     loader = train_loader(train_sets, t.batch_size, cfg.seed, t.steps, step, cfg.data.workers)
@@ -126,8 +145,13 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     model.train()
     with _StopFlag() as stop:
         for images, labels in loader:
-            # --- forward and loss
+            # --- augment: training batches only, on the device; a function of (seed, step), so reruns and
+            # resumes see the same batches
             images = images.to(device, non_blocking=True)
+            if augment:
+                images = augment(images, step_generator(cfg.seed, step, device))
+
+            # --- forward and loss
             if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets, lengths = tokenizer.encode_batch(labels)
@@ -137,6 +161,11 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
             loss = model.loss(logits, targets, lengths)
             if not math.isfinite(loss.item()):
                 raise Diverged(step, loss.item())
+
+            # --- the learned op's agent (Learn to Augment) updates before the recognizer does, so the two losses
+            # it compares (learned vs random warps) come from the same weights
+            if learned is not None:
+                learned.learn(model, logits, targets, lengths, autocast(device, t.amp))
 
             # --- backward, clip, step, schedule
             optimizer.zero_grad(set_to_none=True)
@@ -160,6 +189,8 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
                     writer.add_scalar("train/loss", loss.item(), step)
                     writer.add_scalar("train/lr", lr, step)
                     writer.add_scalar("train/samples_per_s", sps, step)
+                    for k, v in (learned.pop_stats() if learned is not None else {}).items():
+                        writer.add_scalar(f"augment/{k}", v, step)
                 progress.update(step, loss=loss.item(), lr=lr, samples_per_s=sps)
             else:
                 progress.update(step, loss=loss.item(), lr=lr)
@@ -181,6 +212,8 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
                                              dataformats="HWC")
                     progress.message(f"step {step}: {name} word_acc {result['word_acc']:.4f} "
                                      f"cer {result['cer']:.4f} ({result['samples']} samples)")
+                for line in loader.new_problems():  # training images that failed to decode so far
+                    progress.message(f"train data: {line}")
                 first = next(iter(metrics["datasets"].values()), None)
                 if first is not None and first["word_acc"] > best:
                     best = first["word_acc"]
