@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny experiment that trains in seconds, and a CLI runner that captures clean text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def tiny_experiment(**sections) -> dict:
+    """A complete experiment dict: tiny CRNN, 32×64 synthetic words of 3-5 chars, one thread (deterministic)."""
+    exp = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {
+            "image": {"height": 32, "width": 64},
+            "train": [{"type": "synth", "size": 512, "seed": 0, "max_len": 5}],
+            "val": [{"type": "synth", "name": "val", "size": 24, "seed": 1, "max_len": 5}],
+        },
+        "model": {"backbone": {"name": "vgg", "size": "tiny"}, "sequence": {"hidden": 32, "layers": 1}},
+        "train": {"steps": 6, "batch_size": 4, "eval_every": 3, "warmup_steps": 1, "threads": 1},
+        "log": {"every": 1, "image_grid": 4},
+    }
+    for key, value in sections.items():
+        exp[key] = {**exp.get(key, {}), **value} if isinstance(value, dict) else value
+    return exp
+
+
+@pytest.fixture
+def write_exp(tmp_path):
+    def write(exp: dict | None = None, name: str = "exp.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(exp or tiny_experiment()), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `cvlab ...` in-process; returns (exit code, stdout, stderr) with ANSI codes stripped."""
+    from cvlab.cli import run
+
+    def invoke(*args: str):
+        code = run([str(a) for a in args])
+        cap = capsys.readouterr()
+        return code, ANSI.sub("", cap.out), ANSI.sub("", cap.err)
+
+    return invoke

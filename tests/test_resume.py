@@ -1,0 +1,92 @@
+"""Interrupted runs resume to the same end as an uninterrupted one: Ctrl-C (checkpoint on the way out) and
+SIGKILL (nothing on the way out: back to the last eval checkpoint, redo the lost steps)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_experiment
+
+from cvlab.config import load_config
+from cvlab.engine.train import train
+
+STEPS = 160
+EXP = tiny_experiment(train={"steps": STEPS, "eval_every": 40}, log={"every": 5, "image_grid": 2})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ref")
+    train(load_config(raw=EXP), run_dir)
+    return run_dir
+
+
+def _start(exp_path: Path, runs: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cvlab.cli", "train", str(exp_path), "--runs-dir", str(runs),
+                             "--name", "r"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(proc: subprocess.Popen, predicate, timeout=120) -> None:
+    deadline = time.time() + timeout
+    for line in proc.stderr:
+        if predicate(line):
+            return
+        assert time.time() < deadline, "run did not reach the expected point"
+    raise AssertionError(f"run ended early with code {proc.wait()}")
+
+
+def _resume(run_dir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "cvlab.cli", "train", "--resume", str(run_dir)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+
+
+def _same_end(run_dir: Path, reference: Path) -> None:
+    ref_m = json.loads((reference / "metrics.json").read_text())
+    got_m = json.loads((run_dir / "metrics.json").read_text())
+    assert got_m["step"] == ref_m["step"] == STEPS
+    assert got_m["datasets"] == ref_m["datasets"]
+    ref_w = torch.load(reference / "checkpoints" / "last.pt", weights_only=False)["model"]
+    got_w = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
+
+
+def _step_of(line: str) -> int:
+    return int(line.split()[1].split("/")[0]) if line.startswith("step ") and "/" in line.split()[1] else -1
+
+
+def test_ctrl_c_saves_and_resume_matches_uninterrupted(reference, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(EXP))
+    proc = _start(exp, tmp_path / "runs")
+    _wait_for(proc, lambda line: 10 <= _step_of(line) < STEPS - 40)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait() == 130
+    assert "cvlab train --resume" in rest and "Traceback" not in rest
+    (run_dir,) = (tmp_path / "runs" / "r").iterdir()
+    stopped_at = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"]
+    assert 10 <= stopped_at < STEPS
+    _resume(run_dir)
+    _same_end(run_dir, reference)
+
+
+def test_sigkill_between_checkpoints_resumes_from_last_eval(reference, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(EXP))
+    proc = _start(exp, tmp_path / "runs")
+    _wait_for(proc, lambda line: _step_of(line) >= 50)  # past the step-40 checkpoint, before step 80
+    proc.kill()
+    proc.wait()
+    (run_dir,) = (tmp_path / "runs" / "r").iterdir()
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"] in (40, 80, 120)
+    _resume(run_dir)
+    _same_end(run_dir, reference)

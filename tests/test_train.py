@@ -1,0 +1,117 @@
+"""A real (tiny) training run through the CLI, read back from what it wrote; then eval on it."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_experiment
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cvlab.config import load_config
+from cvlab.engine.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One CLI training run shared by the tests below (6 steps, eval at 3 and 6)."""
+    import yaml
+
+    from cvlab.cli import run
+
+    root = tmp_path_factory.mktemp("train")
+    exp = root / "exp.yaml"
+    exp.write_text(yaml.safe_dump(tiny_experiment()))
+    assert run(["train", str(exp), "--runs-dir", str(root / "runs"), "--name", "t1"]) == 0
+    (run_dir,) = (root / "runs" / "t1").iterdir()
+    return run_dir
+
+
+def test_run_directory_layout(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.yaml", "env.json", "metrics.json", "checkpoints"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert not [p for p in trained.iterdir() if p.is_dir() and p.name != "checkpoints"]  # no stray hparams sub-run
+    assert {p.name for p in (trained / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
+    env = json.loads((trained / "env.json").read_text())
+    assert env["seed"] == 0 and env["torch"] == torch.__version__ and env["device"] == "cpu"
+    # the resolved config reloads to the same experiment
+    assert load_config(trained / "config.yaml").train.steps == 6
+
+
+def test_metrics_json_contract(trained):
+    m = json.loads((trained / "metrics.json").read_text())
+    assert m["step"] == 6
+    r = m["datasets"]["val"]
+    assert r["samples"] == 24
+    for k in ("word_acc", "one_minus_ned", "cer", "wer"):
+        assert 0.0 <= r[k] <= 1.0 or k in ("cer", "wer")
+
+
+def test_event_files_hold_the_design_tags(trained):
+    ea = EventAccumulator(str(trained), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    ea.Reload()
+    scalars = set(ea.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/samples_per_s", "val/val/word_acc", "val/val/cer",
+            "val/val/one_minus_ned"} <= scalars
+    assert [e.step for e in ea.Scalars("val/val/word_acc")] == [3, 6]
+    assert [e.step for e in ea.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert all(torch.isfinite(torch.tensor(e.value)) for e in ea.Scalars("train/loss"))
+    assert "val/val/samples" in ea.Tags()["images"]
+    assert "config/text_summary" in ea.Tags()["tensors"]
+    # hparams live in the run's own event file, readable through the hparams plugin
+    assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
+
+
+def test_eval_reproduces_the_final_metrics_and_writes_eval_json(trained, cli):
+    code, out, err = cli("eval", trained, "--checkpoint", "last")
+    assert code == 0, err
+    ev = json.loads((trained / "eval.json").read_text())
+    final = json.loads((trained / "metrics.json").read_text())["datasets"]["val"]
+    assert ev["step"] == 6
+    assert ev["datasets"]["val"]["word_acc"] == pytest.approx(final["word_acc"])
+    assert ev["datasets"]["val"]["cer"] == pytest.approx(final["cer"])
+    assert "val" in out and "word acc" in out
+
+
+def test_eval_on_other_data_and_folder_of_runs(trained, cli):
+    code, out, err = cli("eval", trained.parent, "--data", "synth", "--opt", "size=10", "--opt", "seed=5",
+                         "--protocol", "raw")
+    assert code == 0, err
+    ev = json.loads((trained / "eval.json").read_text())
+    assert ev["protocol"] == "raw" and ev["datasets"]["synth"]["samples"] == 10
+
+
+def test_eval_bad_input(trained, cli, tmp_path):
+    assert cli("eval", tmp_path)[0] == 2
+    code, _, err = cli("eval", trained, "--data", "synth", "--opt", "colour=red")
+    assert code == 2 and "colour" in err
+    code, _, err = cli("eval", trained, "--checkpoint", "nope")
+    assert code == 2 and "checkpoint not found" in err
+
+
+def test_training_lowers_the_loss(tmp_path):
+    exp = tiny_experiment(train={"steps": 40, "eval_every": 40, "lr": 3e-3, "warmup_steps": 5},
+                          log={"every": 1, "image_grid": 0, "tensorboard": True})
+    cfg = load_config(raw=exp)
+    train(cfg, tmp_path)
+    ea = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    ea.Reload()
+    losses = [e.value for e in ea.Scalars("train/loss")]
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+
+
+def test_quickstart_experiment_as_shipped_trains_30_steps(cli, tmp_path):
+    """The acceptance command: the real experiments/quickstart.yaml, shortened only by --set."""
+    from pathlib import Path
+
+    exp = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.yaml"
+    code, out, err = cli("train", exp, "--set", "train.steps=30", "--set", "train.threads=1",
+                         "--runs-dir", tmp_path)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "quickstart").iterdir()
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert "train/loss" in ea.Tags()["scalars"] and "val/synth_val/word_acc" in ea.Tags()["scalars"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step"] == 30 and metrics["datasets"]["synth_val"]["samples"] == 1000
+    assert "TensorBoard:" in out
