@@ -4,7 +4,7 @@ from torch.utils.data import DataLoader
 
 from cvlab.config import ImageCfg, SynthSpec
 from cvlab.data.charset import resolve_charset
-from cvlab.data.fonts import find_fonts, font_family
+from cvlab.data.fonts import family_group, find_fonts
 from cvlab.data.loaders import StepSampler, collate
 from cvlab.data.synth import SynthWords, word_list
 
@@ -55,8 +55,13 @@ def test_mix_of_dictionary_words_and_random_strings():
 
 def test_at_least_three_font_families_without_download():
     fonts = find_fonts(resolve_charset("lower36"))
-    families = {font_family(f).split()[0] for f in fonts}
-    assert len(families) >= 3, families
+    families = {family_group(f) for f in fonts}
+    assert {"Aileron", "DejaVu", "STIX", "Computer Modern"} <= families, families
+
+
+def test_synth_reports_its_fonts():
+    assert make().report.lines() == [
+        "rendering with 16 fonts from 4 families (Aileron, Computer Modern, DejaVu, STIX)"]
 
 
 def test_mixed_case_charset_renders_cased_words():

@@ -84,3 +84,13 @@ def font_family(path: str) -> str:
         return " ".join(ImageFont.truetype(path, 12).getname())
     except OSError:
         return Path(path).stem
+
+
+# TeX's faces name themselves by file (cmr10, cmss10, ...): group them as the family they are
+_FAMILY_PREFIXES = (("cm", "Computer Modern"), ("STIX", "STIX"), ("DejaVu", "DejaVu"), ("Aileron", "Aileron"))
+
+
+def family_group(path: str) -> str:
+    """The type family a font belongs to (DejaVu Sans Bold -> DejaVu), to say how varied the renders are."""
+    name = font_family(path)
+    return next((fam for prefix, fam in _FAMILY_PREFIXES if name.startswith(prefix)), name.split()[0])

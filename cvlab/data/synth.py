@@ -12,8 +12,9 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from ..config.data import ImageCfg, SynthSpec
-from .fonts import find_fonts, load_font
+from .fonts import family_group, find_fonts, load_font
 from .image import to_tensor
+from .report import DataReport
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +34,11 @@ class SynthWords(Dataset):
         self.words = [w for w in cased if spec.min_len <= len(w) <= spec.max_len and set(w) <= set(self.symbols)]
         self.fonts = find_fonts(self.symbols, tuple(spec.fonts))
         self._cache: dict = {}
+        # said at train start: a machine without matplotlib's fonts would otherwise render with one face
+        families = sorted({family_group(f) for f in self.fonts})
+        self.report = DataReport(spec.name or spec.type, samples=spec.size)
+        self.report.note(f"rendering with {len(self.fonts)} fonts from {len(families)} families "
+                         f"({', '.join(families)})")
 
     def __len__(self) -> int:
         return self.spec.size
