@@ -7,6 +7,7 @@ import sys
 
 from . import (
     augment,  # noqa: F401  (registers augment preview)
+    compare,  # noqa: F401  (registers compare-norms)
     core,  # noqa: F401  (registers train, eval, config)
     data,  # noqa: F401  (registers data check, data convert, data preview)
     models,  # noqa: F401  (registers models list, models show)

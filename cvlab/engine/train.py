@@ -6,6 +6,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,8 +70,11 @@ def hparams_of(cfg: Experiment) -> dict:
             "augment": ",".join(a.op for a in cfg.augment) or "none"}
 
 
-def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False) -> dict:
-    """Train `cfg` in `run_dir` (which holds config.yaml); returns the last metrics.json content."""
+def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False,
+          probe: Callable | None = None) -> dict:
+    """Train `cfg` in `run_dir` (which holds config.yaml); returns the last metrics.json content.
+    `probe(step, model, loss_fn) -> {tag: value}` (compare-norms' measurements) is called after every backward,
+    before clipping and the optimizer step; it must leave weights, gradients, buffers and RNG as they were."""
     progress = progress or NullProgress()
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -170,6 +174,13 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
             # --- backward, clip, step, schedule
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if probe is not None:
+                def loss_fn(images=images, targets=targets, lengths=lengths):  # this batch, at the current weights
+                    with autocast(device, t.amp):
+                        return model.loss(model(images, targets, lengths), targets, lengths)
+                for tag, value in probe(step + 1, model, loss_fn).items():
+                    if writer:
+                        writer.add_scalar(tag, value, step + 1)
             if t.grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -238,7 +249,8 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     if writer:
         first = next(iter(metrics.get("datasets", {}).items()), None)
         if first:
-            write_hparams(writer, hparams_of(cfg), {f"val/{first[0]}/word_acc": first[1]["word_acc"],
-                                                    f"val/{first[0]}/cer": first[1]["cer"]})
+            # the hparams dashboard reads each metric's value from the run's scalars with that tag
+            tags = (f"val/{first[0]}/word_acc", f"val/{first[0]}/cer", "train/loss", "train/samples_per_s")
+            write_hparams(writer, hparams_of(cfg), dict.fromkeys(tags, 0.0))
         writer.close()
     return metrics

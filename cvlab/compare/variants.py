@@ -1,0 +1,167 @@
+"""compare-norms variants: the norm × batch size × seed grid, scaled budgets, and running them (sequentially
+or K processes at a time), each as a normal run directory written by `engine.train.train`."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from ..config import Experiment, dump_config
+from ..engine.progress import NullProgress, Progress
+from ..errors import CvlabError
+from .probes import Probe, _peak_mem_mb, train_eval_gap
+from .report import aggregate, collect, write_outputs
+
+
+@dataclass
+class Variant:
+    norm: str
+    batch_size: int
+    seed: int
+    cfg: Experiment
+
+    @property
+    def name(self) -> str:
+        return f"norm={self.norm},bs={self.batch_size},seed={self.seed}"
+
+
+# --------------------------------------------------------------------------------------------- variants
+
+def make_variants(base: Experiment, norms: list[str], batch_sizes: list[int], seeds: int, steps: int | None = None,
+                  lr_scaling: bool = True, jobs: int = 1) -> list[Variant]:
+    """Validated configs for every norm × batch size × seed; raises CvlabError on an unknown norm."""
+    from ..models.norms import NORMS
+
+    bad = [n for n in norms if n not in NORMS]
+    if bad:
+        raise CvlabError(f"--norms: unknown norm {', '.join(bad)} (valid: {', '.join(NORMS)})")
+    if not norms or not batch_sizes or seeds < 1:
+        raise CvlabError("--norms and --batch-sizes need at least one value, --seeds at least 1")
+    if any(b < 1 for b in batch_sizes):
+        raise CvlabError("--batch-sizes: every batch size must be at least 1")
+    biggest = max(batch_sizes)
+    budget = steps or base.train.steps
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else base.train.threads
+    out = []
+    for bs in batch_sizes:
+        k = biggest / bs  # same samples seen: k× the steps at 1/k of the batch
+        for norm in norms:
+            for s in range(seeds):
+                raw = base.model_dump(mode="json")
+                raw["seed"] = base.seed + s
+                raw["model"]["norm"]["name"] = norm
+                t = raw["train"]
+                t["batch_size"] = bs
+                t["steps"] = max(1, round(budget * k))
+                t["eval_every"] = max(1, round(min(base.train.eval_every, budget) * k))
+                t["warmup_steps"] = round(base.train.warmup_steps * k)
+                t["threads"] = threads
+                if lr_scaling:
+                    t["lr"] = base.train.lr * bs / biggest
+                raw["log"]["every"] = max(1, round(base.log.every * k))
+                try:
+                    cfg = Experiment.model_validate(raw)
+                except ValueError as e:  # pydantic's ValidationError
+                    raise CvlabError(f"norm={norm}, batch size {bs}: invalid config: {e}") from None
+                out.append(Variant(norm, bs, base.seed + s, cfg))
+    return out
+
+
+
+# --------------------------------------------------------------------------------------------- one variant
+
+def _finished(run_dir: Path, steps: int) -> dict | None:
+    """The variant's record if it needs no more work: done at its step budget, or diverged."""
+    rec_path = run_dir / "variant.json"
+    if not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text())
+    if rec.get("status") == "diverged":
+        return rec
+    if rec.get("status") == "done":
+        m = run_dir / "metrics.json"
+        if m.is_file() and json.loads(m.read_text()).get("step") == steps:
+            return rec
+    return None
+
+
+def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progress | None = None) -> dict:
+    """Train one variant (resuming from last.pt when there is one) and write its variant.json record.
+    Module-level so `--jobs` can run it in a worker process."""
+    from ..engine.checkpoint import write_json
+    from ..engine.setup import pick_device
+    from ..engine.train import Diverged, TrainingInterrupted, train
+
+    cfg = Experiment.model_validate(cfg_json)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rec = {"status": "failed", "reason": ""}
+    try:
+        device = pick_device(cfg.train.device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        probe = Probe(cfg.log.every, smooth_every)
+        train(cfg, run_dir, progress or NullProgress(), resume=resume, probe=probe)
+        rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir),
+               "peak_mem_mb": _peak_mem_mb(device.type)}
+    except Diverged as e:
+        rec = {"status": "diverged", "reason": str(e)}
+    except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C stops the comparison; a rerun resumes this variant
+        write_json({"status": "interrupted", "reason": "interrupted"}, run_dir / "variant.json")
+        raise
+    except Exception as e:  # noqa: BLE001  (one failing variant must not stop the others)
+        rec = {"status": "failed", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    write_json(rec, run_dir / "variant.json")
+    return rec
+
+
+# --------------------------------------------------------------------------------------------- the comparison
+
+def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes: list[int], seeds: int = 1,
+                  steps: int | None = None, lr_scaling: bool = True, jobs: int = 1, smooth_every: int | None = None,
+                  progress: Progress | None = None) -> dict:
+    """Train every variant not yet finished under `out_dir`, then write summary.csv/json, plots and report.md.
+    Returns {'rows': [...], 'table': [...], 'out': out_dir}."""
+    progress = progress or NullProgress()
+    out_dir = Path(out_dir)
+    variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for v in variants:
+        if _finished(out_dir / v.name, v.cfg.train.steps):
+            progress.message(f"{v.name}: finished earlier, skipped")
+        else:
+            todo.append(v)
+    every = {v.name: smooth_every if smooth_every is not None else max(1, v.cfg.train.steps // 10) for v in todo}
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+            futures = {pool.submit(run_variant, v.cfg.model_dump(mode="json"), str(out_dir / v.name),
+                                   every[v.name]): v for v in todo}
+            progress.message(f"{len(todo)} variants, {jobs} at a time, {todo[0].cfg.train.threads} thread(s) each")
+            for f in as_completed(futures):
+                v = futures[f]
+                try:
+                    rec = f.result()
+                except Exception as e:  # noqa: BLE001  (a crashed worker process)
+                    rec = {"status": "failed", "reason": str(e) or type(e).__name__}
+                progress.message(f"{v.name}: {rec['status']} {rec.get('reason', '')}".rstrip())
+    else:
+        for v in todo:
+            progress.message(f"{v.name}: training {v.cfg.train.steps} steps at batch size {v.batch_size}, "
+                             f"lr {v.cfg.train.lr:.3g}")
+            rec = run_variant(v.cfg.model_dump(mode="json"), str(out_dir / v.name), every[v.name])
+            progress.message(f"{v.name}: {rec['status']} {rec.get('reason', '')}".rstrip())
+    rows, curves = collect(variants, out_dir)
+    table = aggregate(rows)
+    write_outputs(out_dir, rows, table, curves)
+    return {"rows": rows, "table": table, "out": out_dir}
+
+

@@ -1,0 +1,179 @@
+"""compare-norms: sibling runs, summary, plots, report; resume; divergence and failures; the smoothness probe."""
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_experiment
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cvlab.compare import compare_norms, make_variants, smoothness
+from cvlab.config import load_config
+
+NAMES = ["norm=batch,bs=4,seed=0", "norm=group,bs=4,seed=0", "norm=batch,bs=2,seed=0", "norm=group,bs=2,seed=0"]
+
+
+def _exp(tmp_path, **train):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(tiny_experiment(train={"steps": 2, "eval_every": 2, **train})))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """2 norms × 2 batch sizes × 1 seed through the CLI: 2 steps at batch 4, 4 at batch 2."""
+    from cvlab.cli import run
+
+    root = tmp_path_factory.mktemp("compare")
+    exp = _exp(root)
+    out = root / "out"
+    argv = ["compare-norms", str(exp), "--norms", "batch,group", "--batch-sizes", "4,2", "--out", str(out)]
+    assert run(argv) == 0
+    return out, argv
+
+
+def test_sibling_runs_with_identical_tags(compared):
+    out, _ = compared
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(NAMES)
+    tags, hparams = [], []
+    for name in NAMES:
+        d = out / name
+        assert {"config.yaml", "env.json", "metrics.json", "checkpoints"} <= {p.name for p in d.iterdir()}
+        ea = EventAccumulator(str(d), size_guidance={"scalars": 0, "tensors": 0})
+        ea.Reload()
+        tags.append(set(ea.Tags()["scalars"]))
+        hparams.append("_hparams_/session_start_info" in ea.PluginTagToContent("hparams"))
+        assert not [p for p in d.iterdir() if p.is_dir() and p.name != "checkpoints"]  # no hparams sub-run
+        steps = json.loads((d / "metrics.json").read_text())["step"]
+        assert steps == (2 if "bs=4" in name else 4)  # same samples seen
+        cfg = load_config(d / "config.yaml")
+        assert cfg.train.lr == pytest.approx(1e-3 * cfg.train.batch_size / 4)  # linear lr scaling
+    assert all(t == tags[0] for t in tags) and all(hparams)
+    assert {"train/loss", "val/val/word_acc", "grad/first_layer_norm", "grad/last_layer_norm",
+            "smoothness/loss_variation", "smoothness/beta_smoothness"} <= tags[0]
+
+
+def test_summary_report_and_plots(compared):
+    out, _ = compared
+    with open(out / "summary.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    for col in ("norm", "batch_size", "seed", "status", "word_acc", "cer", "train_loss", "train_eval_gap",
+                "samples_per_s"):
+        assert all(r[col] != "" for r in rows), col
+    assert float(next(r for r in rows if r["norm"] == "group")["train_eval_gap"]) == 0.0  # no running stats
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["variants"]) == 4 and len(summary["table"]) == 4
+    report = (out / "report.md").read_text()
+    assert "| batch | 2 |" in report and "Δ vs batch" in report and "smoothness" in report
+    for png in ("val_acc_vs_step.png", "acc_vs_batch_size.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
+
+
+def test_rerun_does_no_training(compared, capsys):
+    from cvlab.cli import run
+
+    out, argv = compared
+    ckpts = sorted(out.glob("*/checkpoints/*.pt"))
+    before = {p: p.stat().st_mtime_ns for p in ckpts}
+    events = {p: p.stat().st_size for p in out.glob("*/events.out.tfevents.*")}
+    capsys.readouterr()
+    assert run(argv) == 0
+    printed = capsys.readouterr()
+    assert "Δ vs batch" in printed.out and printed.out.count("done") >= 4  # the rich table, one row per variant
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == before
+    assert {p: p.stat().st_size for p in out.glob("*/events.out.tfevents.*")} == events
+    assert printed.err.count("finished earlier, skipped") == 4
+
+
+def test_divergence_and_impossible_variants_do_not_stop_the_others(tmp_path, monkeypatch):
+    """group's loss is made NaN (the loop's own check raises Diverged); batch norm at batch size 1 fails preflight."""
+    import cvlab.engine.train as train_mod
+
+    real_build = train_mod.build_model
+
+    def build(cfg, *args):
+        model = real_build(cfg, *args)
+        if cfg.norm.name == "group":
+            real_loss = model.loss
+            model.loss = lambda *a: real_loss(*a) * float("nan")
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", build)
+    base = load_config(_exp(tmp_path, steps=1, eval_every=1))
+    res = compare_norms(base, tmp_path / "out", ["batch", "group"], [2, 1])
+    status = {(r["norm"], r["batch_size"]): (r["status"], r["reason"]) for r in res["rows"]}
+    assert status[("batch", 2)][0] == "done"
+    assert status[("group", 2)][0] == "diverged" and status[("group", 1)][0] == "diverged"
+    assert status[("batch", 1)][0] == "failed" and "batch_size" in status[("batch", 1)][1]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "**diverged**" in report and "**failed**" in report
+
+
+def test_interrupted_variant_resumes(tmp_path):
+    """A variant whose metrics.json is short of its budget continues from last.pt instead of starting over."""
+    base = load_config(_exp(tmp_path, steps=1, eval_every=1))
+    out = tmp_path / "out"
+    compare_norms(base, out, ["group"], [2], steps=1)
+    res = compare_norms(base, out, ["group"], [2], steps=2)  # a larger budget: the 1-step run is unfinished
+    assert res["rows"][0]["status"] == "done"
+    d = out / "norm=group,bs=2,seed=0"
+    assert json.loads((d / "metrics.json").read_text())["step"] == 2
+    assert "resumed" in json.loads((d / "env.json").read_text())
+
+
+def test_variants_scale_steps_intervals_and_lr(tmp_path):
+    base = load_config(_exp(tmp_path, steps=100, eval_every=50, warmup_steps=10, lr=0.004))
+    vs = {(v.norm, v.batch_size, v.seed): v.cfg for v in make_variants(base, ["batch", "layer"], [32, 8], 2)}
+    assert len(vs) == 8
+    small, big = vs[("batch", 8, 1)], vs[("batch", 32, 0)]
+    assert (big.train.steps, small.train.steps) == (100, 400)
+    assert (small.train.eval_every, small.train.warmup_steps, small.log.every) == (200, 40, 4)
+    assert (big.train.lr, small.train.lr) == (0.004, 0.001) and small.seed == 1
+    assert small.model.norm.name == "batch" and vs[("layer", 8, 0)].model.norm.name == "layer"
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling=False)[1].cfg.train.lr == 0.004
+
+
+def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
+    code, _, err = cli("compare-norms", write_exp(), "--norms", "batch,groupp", "--out", tmp_path / "o")
+    assert code == 2
+    assert "groupp" in err and "group" in err and "instance" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_smoothness_probe_is_finite_and_leaves_everything_exactly(norm, tmp_path):
+    from cvlab.engine.setup import tokenizer_for
+    from cvlab.models import build_model
+
+    cfg = load_config(_exp(tmp_path), [f"model.norm.name={norm}"])
+    tok = tokenizer_for(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.num_classes, 1).train()
+    images = torch.rand(4, 1, 32, 64)
+    targets, lengths = tok.encode_batch(["abc", "de", "fgh", "ij"])
+
+    def loss_fn():
+        return model.loss(model(images, targets, lengths), targets, lengths)
+
+    loss_fn().backward()  # .grad as the training loop leaves it before the optimizer step
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    out = smoothness(model, loss_fn)
+    assert set(out) == {"loss_variation", "grad_change", "beta_smoothness", "grad_norm"}
+    assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in out.values())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # weights and BN stats, bit for bit
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True))
+    assert torch.equal(rng, torch.get_rng_state()) and model.training
+
+
+def test_jobs_run_variants_in_worker_processes(tmp_path):
+    base = load_config(_exp(tmp_path, steps=1, eval_every=1))
+    res = compare_norms(base, tmp_path / "out", ["layer", "none"], [2], jobs=2)
+    assert [r["status"] for r in res["rows"]] == ["done", "done"]
+    for r in res["rows"]:  # threads divided between the workers
+        assert load_config(f"{r['run_dir']}/config.yaml").train.threads >= 1
+        assert r["peak_mem_mb"] > 0
