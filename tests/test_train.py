@@ -115,3 +115,20 @@ def test_quickstart_experiment_as_shipped_trains_30_steps(cli, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["step"] == 30 and metrics["datasets"]["synth_val"]["samples"] == 1000
     assert "TensorBoard:" in out
+
+
+def test_unreadable_batch_keeps_step_numbers_and_final_checkpoint(tmp_path):
+    """A batch whose only image is corrupt trains nothing but still counts as its step: the run reaches its
+    last step (final eval and last.pt) and step numbers stay the sampler's, so a resume stays exact."""
+    from data_fixtures import make_folder
+
+    root = make_folder(tmp_path / "data")  # 4 indexed samples, one a truncated JPEG found only at load time
+    spec = {"type": "folder", "root": str(root)}
+    exp = tiny_experiment(data={"train": [spec], "val": [{**spec, "name": "val"}]},
+                          model={"backbone": {"name": "vgg", "size": "tiny"}, "norm": {"name": "group"},
+                                 "sequence": {"hidden": 32, "layers": 1}},
+                          train={"steps": 8, "batch_size": 1, "eval_every": 4, "warmup_steps": 1, "threads": 1},
+                          log={"every": 1, "image_grid": 0, "tensorboard": False})
+    metrics = train(load_config(raw=exp), tmp_path / "run")
+    assert metrics["step"] == 8
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 8

@@ -135,12 +135,14 @@ def collate(batch: list[tuple]) -> tuple[torch.Tensor, list[str]]:
 
 
 class ReportingLoader(DataLoader):
-    """A DataLoader that counts the samples `collate` dropped (in the main process, whatever the workers) and
-    skips batches left empty (every sample unreadable: the training loop then runs one step fewer rather than
-    feed the model an empty batch). `new_problems()` gives report lines for drops not yet reported."""
+    """A DataLoader that counts the samples `collate` dropped (in the main process, whatever the workers).
+    A batch left empty (every sample unreadable) is skipped for evaluation, but kept for training
+    (`keep_empty`): there each batch is one step of the sampler, and the loop must see it to keep its step
+    numbers. `new_problems()` gives report lines for drops not yet reported."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, keep_empty: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.keep_empty = keep_empty
         self.load_report = DataReport("load")
         self._reported = 0
 
@@ -148,7 +150,7 @@ class ReportingLoader(DataLoader):
         for images, labels in super().__iter__():
             for source, why in getattr(labels, "dropped", ()):
                 self.load_report.drop("image unreadable at load time", f"{source} ({why})")
-            if len(labels):
+            if len(labels) or self.keep_empty:
                 yield images, labels
 
     def new_problems(self) -> list[str]:
@@ -210,7 +212,7 @@ def train_loader(datasets: dict[str, Dataset], batch_size: int, seed: int, steps
                  ) -> DataLoader:
     ds = ConcatDataset(list(datasets.values()))
     sampler = StepSampler(len(ds), batch_size, seed, steps, start)
-    return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+    return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, keep_empty=True,
                       persistent_workers=False, pin_memory=torch.cuda.is_available())
 
 

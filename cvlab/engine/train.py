@@ -146,49 +146,54 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     loader = train_loader(train_sets, t.batch_size, cfg.seed, t.steps, step, cfg.data.workers)
     progress.start(total=t.steps, done=step)
     tick, tick_samples = time.perf_counter(), 0
+    loss_value = float("nan")  # the last trained batch's loss, for logging
     model.train()
     with _StopFlag() as stop:
         for images, labels in loader:
-            # --- augment: training batches only, on the device; a function of (seed, step), so reruns and
-            # resumes see the same batches
-            images = images.to(device, non_blocking=True)
-            if augment:
-                images = augment(images, step_generator(cfg.seed, step, device))
+            # a batch whose images were all unreadable (the loader counted them) updates nothing, but its step
+            # still passes: step numbers stay the sampler's, so evals, the final checkpoint and resume hold
+            if len(labels):
+                # --- augment: training batches only, on the device; a function of (seed, step), so reruns and
+                # resumes see the same batches
+                images = images.to(device, non_blocking=True)
+                if augment:
+                    images = augment(images, step_generator(cfg.seed, step, device))
 
-            # --- forward and loss
-            if t.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets, lengths = tokenizer.encode_batch(labels)
-            targets, lengths = targets.to(device), lengths.to(device)
-            with autocast(device, t.amp):
-                logits = model(images, targets, lengths)
-            loss = model.loss(logits, targets, lengths)
-            if not math.isfinite(loss.item()):
-                raise Diverged(step, loss.item())
+                # --- forward and loss
+                if t.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                targets, lengths = tokenizer.encode_batch(labels)
+                targets, lengths = targets.to(device), lengths.to(device)
+                with autocast(device, t.amp):
+                    logits = model(images, targets, lengths)
+                loss = model.loss(logits, targets, lengths)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise Diverged(step, loss_value)
 
-            # --- the learned op's agent (Learn to Augment) updates before the recognizer does, so the two losses
-            # it compares (learned vs random warps) come from the same weights
-            if learned is not None:
-                learned.learn(model, logits, targets, lengths, autocast(device, t.amp))
+                # --- the learned op's agent (Learn to Augment) updates before the recognizer does, so the two losses
+                # it compares (learned vs random warps) come from the same weights
+                if learned is not None:
+                    learned.learn(model, logits, targets, lengths, autocast(device, t.amp))
 
-            # --- backward, clip, step, schedule
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if probe is not None:
-                def loss_fn(images=images, targets=targets, lengths=lengths):  # this batch, at the current weights
-                    with autocast(device, t.amp):
-                        return model.loss(model(images, targets, lengths), targets, lengths)
-                for tag, value in probe(step + 1, model, loss_fn).items():
-                    if writer:
-                        writer.add_scalar(tag, value, step + 1)
-            if t.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+                # --- backward, clip, step, schedule
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if probe is not None:
+                    def loss_fn(images=images, targets=targets, lengths=lengths):  # this batch, at the current weights
+                        with autocast(device, t.amp):
+                            return model.loss(model(images, targets, lengths), targets, lengths)
+                    for tag, value in probe(step + 1, model, loss_fn).items():
+                        if writer:
+                            writer.add_scalar(tag, value, step + 1)
+                if t.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             step += 1
-            tick_samples += images.shape[0]
+            tick_samples += len(labels)
 
             # --- log
             lr = optimizer.param_groups[0]["lr"]
@@ -197,14 +202,14 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
                 sps = tick_samples / max(1e-9, now - tick)
                 tick, tick_samples = now, 0
                 if writer:
-                    writer.add_scalar("train/loss", loss.item(), step)
+                    writer.add_scalar("train/loss", loss_value, step)
                     writer.add_scalar("train/lr", lr, step)
                     writer.add_scalar("train/samples_per_s", sps, step)
                     for k, v in (learned.pop_stats() if learned is not None else {}).items():
                         writer.add_scalar(f"augment/{k}", v, step)
-                progress.update(step, loss=loss.item(), lr=lr, samples_per_s=sps)
+                progress.update(step, loss=loss_value, lr=lr, samples_per_s=sps)
             else:
-                progress.update(step, loss=loss.item(), lr=lr)
+                progress.update(step, loss=loss_value, lr=lr)
 
             # --- evaluate, checkpoint
             if step % t.eval_every == 0 or step == t.steps:
