@@ -143,8 +143,10 @@ def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes
     every = {v.name: smooth_every if smooth_every is not None else max(1, v.cfg.train.steps // 10) for v in todo}
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+            # the most steps first (small batches: slowest per sample), so no long variant starts last
+            longest_first = sorted(todo, key=lambda v: -v.cfg.train.steps)
             futures = {pool.submit(run_variant, v.cfg.model_dump(mode="json"), str(out_dir / v.name),
-                                   every[v.name]): v for v in todo}
+                                   every[v.name]): v for v in longest_first}
             progress.message(f"{len(todo)} variants, {jobs} at a time, {todo[0].cfg.train.threads} thread(s) each")
             for f in as_completed(futures):
                 v = futures[f]
