@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from .augment import AugmentSpec
 from .base import Section
 
 
@@ -23,6 +24,18 @@ class ImageCfg(Section):
 class SpecBase(Section):
     name: str | None = Field(None, description="display name in tables and TensorBoard tags (default: derived)")
     limit: int | None = Field(None, ge=1, description="use only the first N samples")
+    augment: list[AugmentSpec] = Field(
+        default_factory=list, description="val/test only: distort this set's images with these ops, the same way "
+        "on every run (each image's draw is seeded by its index), to score robustness on a distorted copy")
+
+    @field_validator("augment")
+    @classmethod
+    def _fixed_ops_only(cls, ops):
+        for i, op in enumerate(ops):
+            if op.op == "learned":
+                raise ValueError(f"item {i} is `learned`, which adapts to the recognizer during training; a fixed "
+                                 "distorted set needs ops with fixed distributions (rotate, text_distort, ...)")
+        return ops
 
 
 class SynthSpec(SpecBase):
@@ -157,3 +170,12 @@ class DataCfg(Section):
     val: list[DatasetSpec] = Field(default_factory=lambda: [SynthSpec(name="synth_val", size=1000, seed=1)])
     test: list[DatasetSpec] = Field(default_factory=list)
     workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = load in the main process)")
+
+    @field_validator("train")
+    @classmethod
+    def _train_not_distorted(cls, specs):
+        for i, spec in enumerate(specs):
+            if spec.augment:
+                raise ValueError(f"item {i} has `augment`: per-dataset ops make a fixed distorted val/test set; training "
+                                 "augmentation is the experiment's top-level `augment:` list (fresh draws each step)")
+        return specs

@@ -47,8 +47,38 @@ def _limited(spec: SpecBase, ds: Dataset, name: str) -> Dataset:
     return ds
 
 
+class Distorted(Dataset):
+    """A val/test set seen through its spec's `augment` ops. Image i is distorted by a generator seeded by i
+    alone, so every run, batch size, worker count and access order sees the same distorted copy. Unreadable
+    images pass through as they are (counted downstream like any other)."""
+
+    def __init__(self, ds: Dataset, specs):
+        from ..augment import build_pipeline, step_generator
+
+        self.ds, self.pipeline, self._gen = ds, build_pipeline(specs), step_generator
+        self.report = report_of(ds)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        image, label, *rest = self.ds[i]
+        if not isinstance(image, Broken):
+            with torch.no_grad():
+                image = self.pipeline(image[None], self._gen(0, i))[0]  # (C, H, W) -> (1, C, H, W) -> (C, H, W)
+        return (image, label, *rest)
+
+    def lexicons(self, i: int):
+        base, j = unwrap(self.ds, i)
+        return base.lexicons(j) if hasattr(base, "lexicons") else None
+
+
+def _distorted(spec: SpecBase, ds: Dataset) -> Dataset:
+    return Distorted(ds, spec.augment) if spec.augment else ds
+
+
 def build_dataset(spec: SpecBase, charset: str, data: DataCfg) -> Dataset:
-    return _limited(spec, _construct(spec, charset, data), spec_name(spec))
+    return _distorted(spec, _limited(spec, _construct(spec, charset, data), spec_name(spec)))
 
 
 def build_parts(spec: SpecBase, charset: str, data: DataCfg) -> dict[str, Dataset]:
@@ -57,14 +87,14 @@ def build_parts(spec: SpecBase, charset: str, data: DataCfg) -> dict[str, Datase
     ds = _construct(spec, charset, data)
     parts = ds.parts() if hasattr(ds, "parts") else {}
     if len(parts) <= 1:
-        return {spec_name(spec): _limited(spec, ds, spec_name(spec))}
+        return {spec_name(spec): _distorted(spec, _limited(spec, ds, spec_name(spec)))}
     out = {}
     for rel, idx in parts.items():
-        name = f"{spec.name}_{rel}" if spec.name else rel
+        name = f"{spec.name}_{rel}" if spec.name else rel + ("_distorted" if spec.augment else "")
         name = name.replace("/", "_")
         part = Subset(ds, idx)
         part.report = ds.part_report(rel)  # each folder's own drops, so nothing is printed twice
-        out[name] = _limited(spec, part, name)
+        out[name] = _distorted(spec, _limited(spec, part, name))
     return out
 
 
@@ -78,6 +108,8 @@ def spec_name(spec: SpecBase, fallback_index: int | None = None) -> str:
             base = f"{spec.type}_{spec.subset}"
         if getattr(spec, "level", None):
             base = f"{spec.type}_{spec.level}" + (f"_{Path(split).stem}" if split else "")
+    if spec.augment and not spec.name:
+        base += "_distorted"  # not confused with the same set undistorted in the same table
     base = base.replace("/", "_")  # names become TensorBoard tags and table rows
     return base if fallback_index is None else f"{base}{fallback_index}"
 
