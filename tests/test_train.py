@@ -1,6 +1,7 @@
 """A real (tiny) training run through the CLI, read back from what it wrote; then eval on it."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -79,6 +80,23 @@ def test_eval_on_other_data_and_folder_of_runs(trained, cli):
     assert code == 0, err
     ev = json.loads((trained / "eval.json").read_text())
     assert ev["protocol"] == "raw" and ev["datasets"]["synth"]["samples"] == 10
+
+
+def test_eval_a_checkpoint_copied_out_of_its_run(trained, cli, tmp_path):
+    """The checkpoint carries its config: scored on the run's val set, eval.json written beside it."""
+    copy = tmp_path / "shared" / "model.pt"
+    copy.parent.mkdir()
+    shutil.copy(trained / "checkpoints" / "last.pt", copy)
+    code, out, err = cli("eval", copy)
+    assert code == 0, err
+    ev = json.loads((copy.parent / "eval.json").read_text())
+    final = json.loads((trained / "metrics.json").read_text())["datasets"]["val"]
+    assert ev["datasets"]["val"]["word_acc"] == pytest.approx(final["word_acc"])
+    state = torch.load(copy, weights_only=False)
+    del state["config"]
+    torch.save(state, copy)
+    code, _, err = cli("eval", copy)
+    assert code == 2 and "carries no config" in err
 
 
 def test_eval_bad_input(trained, cli, tmp_path):

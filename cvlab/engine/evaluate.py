@@ -67,12 +67,19 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
         name = checkpoint or "best"
         ckpt_path = Path(name) if Path(name).suffix == ".pt" and Path(name).is_file() else \
             run / "checkpoints" / (name if name.endswith(".pt") else f"{name}.pt")
-    cfg = load_config(run / "config.yaml", overrides)
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    if (run / "config.yaml").is_file():
+        cfg = load_config(run / "config.yaml", overrides)
+    elif path.is_file() and isinstance(state.get("config"), dict):
+        # a checkpoint copied out of its run: it carries the config it was trained with
+        cfg = load_config(raw=state["config"], overrides=overrides)
+        run = path.parent
+    else:
+        raise CvlabError(f"{run / 'config.yaml'}: missing, and {ckpt_path} carries no config")
     if protocol:
         cfg.eval.protocol = protocol
     device = pick_device(cfg.train.device)
     tokenizer = tokenizer_for(cfg)
-    state = load_checkpoint(ckpt_path, map_location=device)
     if state.get("charset", tokenizer.charset) != tokenizer.charset:
         raise CvlabError(f"{ckpt_path}: trained with a different charset than {run / 'config.yaml'} names")
     model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
