@@ -4,7 +4,12 @@ read as training reads them (decode, grey, resize to 32×100, batch of 64 throug
 Builds its own temporary data: N rendered word images as PNGs, written once into an LMDB (repeated to
 --index-size entries, to time a large index) and once as files with a gt.txt.
 
+`--synth` times the synthetic renderer alone instead: images/s of one process for the MJSynth recipe and the
+plain style, the cost of each stage (that stage alone on, against every stage off), and the DataLoader rate at
+each worker count, to compare with the model's training rate (benchmarks/train_throughput.py).
+
     .venv/bin/python benchmarks/data.py [--images 20000] [--index-size 100000] [--read 6400] [--workers 0,2]
+    .venv/bin/python benchmarks/data.py --synth [--read 2000] [--workers 0,1,2]
 """
 
 from __future__ import annotations
@@ -62,8 +67,36 @@ def throughput(ds, n: int, workers: int) -> float:
     return seen / (time.perf_counter() - t0)
 
 
+def synth_rates(read: int, workers: list[int]) -> None:
+    from cvlab.config.synth import STAGES
+
+    charset = "0123456789abcdefghijklmnopqrstuvwxyz"
+    image = DataCfg().image
+
+    def rate(spec: SynthSpec) -> float:
+        ds = SynthWords(spec, charset, image)
+        for i in range(20):  # warm the font cache
+            ds[i]
+        t0 = time.perf_counter()
+        for i in range(20, 20 + read):
+            ds[i]
+        return read / (time.perf_counter() - t0)
+
+    full, plain = rate(SynthSpec(size=read + 20)), rate(SynthSpec(size=read + 20, style="plain"))
+    print(f"synth renderer, one process: mjsynth {full:.0f} img/s ({1000 / full:.2f} ms/img), "
+          f"plain {plain:.0f} img/s ({1000 / plain:.2f} ms/img)")
+    print("stage alone on (p=1), every other stage off:")
+    for stage in STAGES:
+        r = rate(SynthSpec(size=read + 20, style="plain", **{stage: {"p": 1.0}}))
+        print(f"  {stage:10} {r:6.0f} img/s  (+{1000 / r - 1000 / plain:.2f} ms/img)")
+    ds = SynthWords(SynthSpec(size=10 * read), charset, image)
+    for w in workers:
+        print(f"mjsynth through a DataLoader, batch 64, workers={w}: {throughput(ds, read, w):.0f} img/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--synth", action="store_true", help="time the synthetic renderer only (see above)")
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--index-size", type=int, default=100000)
     ap.add_argument("--read", type=int, default=6400, help="samples read per throughput figure")
@@ -71,6 +104,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    if args.synth:
+        synth_rates(args.read, [int(w) for w in args.workers.split(",")])
+        return
     data = DataCfg()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -81,7 +81,8 @@ def test_preflight_passes_and_leaves_running_statistics_alone():
 @pytest.mark.parametrize("overrides,keys", [
     (["train.batch_size=1"], ["model.norm.name=batch", "train.batch_size=1"]),
     (["train.batch_size=1", "model.norm.name=batch_renorm"], ["train.batch_size"]),
-    (["data.image.width=32", "data.train.0.max_len=12"], ["data.image.width=32", "data.train.0.max_len"]),
+    (["data.image.width=32", "data.train.0.max_len=12", "data.val.0.max_len=5"],
+     ["data.image.width=32", "data.train.0.max_len"]),
     (["model.head.name=attention", "model.head.max_length=8"], ["model.head.max_length=8", "data.train.0.max_len"]),
     (["data.image.height=8"], ["data.image.height=8", "model.backbone.name=vgg"]),
     (["model.backbone.name=resnet", "model.backbone.depth=null", "data.image.height=16"], ["data.image.height=16"]),

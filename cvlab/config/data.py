@@ -8,8 +8,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from .augment import AugmentSpec
 from .base import Section
+from .spec import SpecBase
+from .synth import SynthSpec
 
 
 class ImageCfg(Section):
@@ -19,46 +20,6 @@ class ImageCfg(Section):
     resize: Literal["fixed", "keep_ratio"] = Field(
         "fixed", description="fixed: stretch to height×width; keep_ratio: scale to height, pad right to width"
     )
-
-
-class SpecBase(Section):
-    name: str | None = Field(None, description="display name in tables and TensorBoard tags (default: derived)")
-    limit: int | None = Field(None, ge=1, description="use only the first N samples")
-    augment: list[AugmentSpec] = Field(
-        default_factory=list, description="val/test only: distort this set's images with these ops, the same way "
-        "on every run (each image's draw is seeded by its index), to score robustness on a distorted copy")
-
-    @field_validator("augment")
-    @classmethod
-    def _fixed_ops_only(cls, ops):
-        for i, op in enumerate(ops):
-            if op.op == "learned":
-                raise ValueError(f"item {i} is `learned`, which adapts to the recognizer during training; a fixed "
-                                 "distorted set needs ops with fixed distributions (rotate, text_distort, ...)")
-        return ops
-
-
-class SynthSpec(SpecBase):
-    """Words rendered on the fly; sample i of a given seed is always the same image."""
-
-    type: Literal["synth"] = "synth"
-    size: int = Field(100_000, ge=1, description="number of distinct samples (indices 0..size-1)")
-    seed: int = Field(0, description="train and val splits differ by seed")
-    dict_ratio: float = Field(0.5, ge=0, le=1, description="share of dictionary words; the rest are random strings")
-    min_len: int = Field(3, ge=1)
-    max_len: int = Field(10, ge=1)
-    font_size: tuple[int, int] = Field((26, 34), description="font size range in pixels before resizing")
-    fonts: list[str] = Field(default_factory=list, description="extra .ttf/.otf files or folders; `system` adds the system fonts")
-    noise: float = Field(0.03, ge=0, le=1, description="std of Gaussian pixel noise on a 0..1 scale")
-    color: Literal["random", "dark_on_light"] = "random"
-
-    @model_validator(mode="after")
-    def _ranges(self):
-        if self.min_len > self.max_len:
-            raise ValueError(f"min_len ({self.min_len}) is larger than max_len ({self.max_len})")
-        if self.font_size[0] > self.font_size[1] or self.font_size[0] < 6:
-            raise ValueError(f"font_size must be [low, high] with 6 <= low <= high, got {list(self.font_size)}")
-        return self
 
 
 class FileSpec(SpecBase):

@@ -23,7 +23,9 @@ class TrainCfg(Section):
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a share of lr")
     pct_start: float = Field(0.25, gt=0, lt=1, description="onecycle: share of steps spent rising")
     grad_clip: float | None = Field(5.0, gt=0, description="max global gradient norm (null = off)")
-    amp: Literal["none", "bf16", "fp16"] = Field("none", description="autocast dtype; fp16 needs CUDA")
+    amp: Literal["none", "auto", "bf16", "fp16"] = Field(
+        "none", description="autocast dtype; auto: bf16 where the hardware computes it natively (CUDA, AVX512-BF16/AMX "
+        "CPUs), fp16 on older GPUs, fp32 elsewhere; fp16 needs CUDA")
     channels_last: bool = False
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")

@@ -27,7 +27,25 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def resolve_amp(device: torch.device, amp: str) -> tuple[str, str]:
+    """`train.amp: auto` -> (bf16 | fp16 | none, why). bf16 where the hardware computes it natively (CUDA
+    Ampere or newer; CPUs with AVX512-BF16 or AMX), fp16 with a GradScaler on older CUDA GPUs, fp32 elsewhere:
+    a CPU without native bf16 emulates it and trains slower than in fp32."""
+    if amp != "auto":
+        return amp, "as configured"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16", f"{torch.cuda.get_device_name(device)} computes bf16 natively"
+        return "fp16", f"{torch.cuda.get_device_name(device)} has no native bf16"
+    if device.type == "cpu":
+        if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+            return "bf16", "this CPU computes bf16 natively (AVX512-BF16/AMX)"
+        return "none", "this CPU has no native bf16 (no AVX512-BF16/AMX): fp32 is faster here"
+    return "none", f"no mixed precision on {device.type}"
+
+
 def autocast(device: torch.device, amp: str):
+    amp = resolve_amp(device, amp)[0]
     if amp == "none":
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":

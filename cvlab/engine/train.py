@@ -22,7 +22,7 @@ from .optim import build_optimizer, build_scheduler
 from .preflight import preflight
 from .progress import NullProgress, Progress
 from .rundir import write_env
-from .setup import autocast, datasets_for, pick_device, seed_everything, tokenizer_for
+from .setup import autocast, datasets_for, pick_device, resolve_amp, seed_everything, tokenizer_for
 from .tb import caption_grid, open_writer, write_hparams
 
 
@@ -86,6 +86,8 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
         torch.set_num_threads(t.threads)
     device = pick_device(t.device)
     autocast(device, t.amp)  # fails early on an impossible amp/device pair
+    amp, why = resolve_amp(device, t.amp)
+    progress.message(f"device {device}, mixed precision {amp if amp != 'none' else 'off (fp32)'}: {why}")
     seed_everything(cfg.seed)
     tokenizer = tokenizer_for(cfg)
     if tokenizer.fold("Aa") != "Aa":
@@ -110,7 +112,7 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     learned = augment.learned  # the Learn-to-Augment op, trained alongside the recognizer (or None)
     if augment:
         progress.message(f"augment: {augment.describe()}")
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     # --- resume: the exact state of the step where the checkpoint was written
     step, best = 0, -1.0
