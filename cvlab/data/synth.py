@@ -63,6 +63,13 @@ class SynthWords(Dataset):
         n = int(rng.integers(s.min_len, s.max_len + 1))
         return "".join(self.symbols[i] for i in rng.integers(len(self.symbols), size=n))
 
+    def label(self, index: int) -> str:
+        """Sample `index`'s text without rendering it (the first draws of the same generator `render` uses)."""
+        return self.text(np.random.default_rng([self.spec.seed, index]))
+
+    def source(self, index: int) -> str:
+        return f"synth seed {self.spec.seed} #{index}"
+
     def _colors(self, rng: np.random.Generator) -> tuple[tuple, tuple]:
         if self.spec.color == "dark_on_light":
             bg = int(rng.integers(190, 256)); fg = int(rng.integers(0, 70))  # noqa: E702
