@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset, Subset
 
-from .loaders import report_of, unwrap
+from .loaders import report_of, sample_id, unwrap
 from .tokenizer import Tokenizer
 
 
@@ -23,11 +23,6 @@ def label_at(ds: Dataset, i: int) -> str:
     """Sample i's label without decoding its image where the dataset can say (every cvlab family can)."""
     base, j = unwrap(ds, i)
     return base.label(j) if hasattr(base, "label") else ds[i][1]
-
-
-def source_at(ds: Dataset, i: int) -> str:
-    base, j = unwrap(ds, i)
-    return base.source(j) if hasattr(base, "source") else f"#{i}"
 
 
 class LabelLimits:
@@ -73,7 +68,7 @@ def keep_fitting(ds: Dataset, limits: LabelLimits) -> tuple[Dataset, dict[str, i
             continue
         dropped[why] = dropped.get(why, 0) + 1
         if report is not None:
-            report.drop(why, f"{source_at(ds, i)} {label!r} ({len(label)} characters)")
+            report.drop(why, f"{sample_id(ds, i)} {label!r} ({len(label)} characters)")
     if not dropped:
         return ds, {}
     out = Subset(ds, kept)
