@@ -124,8 +124,10 @@ def test_eval_data_families_with_lexicons(cli, tmp_path, write_exp):
     code, out, err = cli("eval", run, "--checkpoint", "last", "--data", f"iiit5k:{root}:test",
                          "--data", f"svt:{tmp_path / 'svt'}:test")
     assert code == 0, err
-    res = json.loads((run / "eval.json").read_text())
+    (line,) = (json.loads(s) for s in (run / "eval" / "index.jsonl").read_text().splitlines())
+    res = json.loads((run / "eval" / line["dir"] / "eval.json").read_text())
     assert set(res["datasets"]) == {"iiit5k_test", "svt_test"}
+    assert (run / "eval" / line["dir"] / "svt_test.predictions.csv").is_file()
     lex = res["datasets"]["iiit5k_test"]["lexicon"]
     assert lex["50"]["samples"] == 2 and lex["1k"]["samples"] == 2
     assert res["datasets"]["svt_test"]["lexicon"]["50"]["samples"] == 2

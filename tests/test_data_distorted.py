@@ -13,6 +13,7 @@ from cvlab.config import DataCfg, load_config, parse_data_spec
 from cvlab.data.base import Broken
 from cvlab.data.charset import PRESETS
 from cvlab.data.loaders import build_dataset, eval_loader, named_datasets
+from cvlab.engine.evalfiles import latest
 from cvlab.errors import CvlabError
 
 CHARS = PRESETS["lower36"]
@@ -81,4 +82,4 @@ def test_eval_on_a_distorted_copy(cli, tmp_path, write_exp):
     code, out, err = cli("eval", run, "--checkpoint", "last", "--data", "synth", "--opt", "size=6",
                          "--opt", "augment=[{op: text_stretch, p: 1.0}]")
     assert code == 0, err
-    assert set(json.loads((run / "eval.json").read_text())["datasets"]) == {"synth_distorted"}
+    assert set(latest(run)[0]["datasets"]) == {"synth_distorted"}

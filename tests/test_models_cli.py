@@ -34,7 +34,7 @@ def test_models_show_prints_the_standard_crnn_count(cli):
                        "--set", "model.backbone.norm_at=crnn", "--set", "model.sequence.hidden=256",
                        "--set", "model.sequence.layers=2")
     assert code == 0
-    assert "parameters: 8,451,621" in out and "sequence steps: 26" in out
+    assert "parameters: 8,451,621" in out and "sequence steps: 24" in out
 
 
 def test_models_show_reports_adjusted_group_counts(cli):
@@ -73,7 +73,7 @@ def test_preflight_passes_and_leaves_running_statistics_alone():
     cfg = load_config("experiments/quickstart.yaml", ["model.sequence.hidden=16", "model.sequence.layers=1"])
     model = build_model(cfg.model, 37)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert preflight(model, cfg)["steps"] == 26
+    assert preflight(model, cfg)["steps"] == 24
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training
 

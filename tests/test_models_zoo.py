@@ -42,7 +42,7 @@ def check_one_step(model: nn.Module, head: str, size=(32, 32)):
     targets, lengths = targets_for(head)
     logits = model(x, targets, lengths)
     steps = model.features(x).shape[1]
-    assert steps >= size[1] // 4
+    assert steps >= size[1] // 4 - 1  # the CRNN (DTRB) loses one frame to its unpadded last conv
     assert logits.shape == ((2, steps, NUM_CLASSES) if head == "ctc" else (2, targets.shape[1] - 1, NUM_CLASSES))
     loss = model.loss(logits, targets, lengths)
     assert torch.isfinite(loss)
@@ -85,13 +85,13 @@ def test_tps_transform_in_front_of_a_backbone(head):
 
 @pytest.mark.parametrize("backbone,depth", [(b, d) for b, ds in BACKBONE_DEPTHS.items() for d in (ds or (None,))])
 @pytest.mark.parametrize("height", [32, 64])
-def test_text_line_geometry_height_collapsed_width_at_least_quarter(backbone, depth, height):
+def test_text_line_geometry_height_collapsed_width_about_a_quarter(backbone, depth, height):
     cfg = tiny(backbone, bb={"depth": depth})
     model = build_model(cfg, NUM_CLASSES).eval()
     with torch.no_grad():
         feats = model.features(torch.rand(1, 1, height, 100))
     assert feats.shape == (1, feats.shape[1], model.backbone.out_channels)
-    assert feats.shape[1] >= 100 // 4
+    assert feats.shape[1] >= 100 // 4 - 1  # the CRNN's unpadded last conv (DTRB) takes one frame
 
 
 def test_standard_crnn_is_dtrb_none_vgg_bilstm_ctc():
@@ -100,7 +100,7 @@ def test_standard_crnn_is_dtrb_none_vgg_bilstm_ctc():
     model = build_model(cfg, 37)
     assert sum(p.numel() for p in model.parameters()) == 8_451_621
     with torch.no_grad():
-        assert model.eval()(torch.rand(1, 1, 32, 100)).shape == (1, 26, 37)
+        assert model.eval()(torch.rand(1, 1, 32, 100)).shape == (1, 24, 37)
 
 
 def test_tps_starts_as_the_identity_warp():

@@ -9,6 +9,7 @@ from conftest import tiny_experiment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cvlab.config import load_config
+from cvlab.engine.evalfiles import latest as latest_eval
 from cvlab.engine.train import train
 
 
@@ -66,30 +67,55 @@ def test_event_files_hold_the_design_tags(trained):
 def test_eval_reproduces_the_final_metrics_and_writes_eval_json(trained, cli):
     code, out, err = cli("eval", trained, "--checkpoint", "last")
     assert code == 0, err
-    ev = json.loads((trained / "eval.json").read_text())
+    ev, folder = latest_eval(trained)
     final = json.loads((trained / "metrics.json").read_text())["datasets"]["val"]
     assert ev["step"] == 6
     assert ev["datasets"]["val"]["word_acc"] == pytest.approx(final["word_acc"])
     assert ev["datasets"]["val"]["cer"] == pytest.approx(final["cer"])
     assert "val" in out and "word acc" in out
+    assert folder.parent.name == "last-step6_lower36_val"
+
+
+def test_every_eval_is_kept_with_a_predictions_file_per_dataset(trained, cli):
+    import csv
+
+    before = len((trained / "eval" / "index.jsonl").read_text().splitlines()) if (trained / "eval").exists() else 0
+    assert cli("eval", trained, "--checkpoint", "last")[0] == 0
+    assert cli("eval", trained, "--checkpoint", "last", "--protocol", "dtrb")[0] == 0
+    lines = [json.loads(s) for s in (trained / "eval" / "index.jsonl").read_text().splitlines()]
+    assert len(lines) == before + 2 and len({s["dir"] for s in lines}) == len(lines)  # nothing overwritten
+    ev, folder = latest_eval(trained)
+    assert ev["protocol"] == "dtrb" and (folder / "eval.json").is_file()
+    with open(folder / "val.predictions.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24
+    assert rows[0]["id"] == "synth seed 1 #0" and rows[0]["index"] == "0"
+    r = ev["datasets"]["val"]
+    assert sum(int(x["correct"]) for x in rows if x["correct"]) == round(r["word_acc"] * r["samples"])
+    assert all(x["correct"] == str(int(x["label_scored"] == x["prediction_scored"])) for x in rows)
+    assert 0 <= float(rows[0]["confidence"]) <= 1
+    errs = r["errors"]
+    assert errs["wrong"] == r["samples"] - round(r["word_acc"] * r["samples"])
+    assert len(errs["worst"]) == min(10, errs["wrong"])
 
 
 def test_eval_on_other_data_and_folder_of_runs(trained, cli):
     code, out, err = cli("eval", trained.parent, "--data", "synth", "--opt", "size=10", "--opt", "seed=5",
                          "--protocol", "raw")
     assert code == 0, err
-    ev = json.loads((trained / "eval.json").read_text())
+    ev, _ = latest_eval(trained)
     assert ev["protocol"] == "raw" and ev["datasets"]["synth"]["samples"] == 10
+    assert "1−NED %" in out and "rates in %" in out
 
 
 def test_eval_a_checkpoint_copied_out_of_its_run(trained, cli, tmp_path):
-    """The checkpoint carries its config: scored on the run's val set, eval.json written beside it."""
+    """The checkpoint carries its config: scored on the run's val set, its eval/ history written beside it."""
     copy = tmp_path / "shared" / "model.pt"
     copy.parent.mkdir()
     shutil.copy(trained / "checkpoints" / "last.pt", copy)
     code, out, err = cli("eval", copy)
     assert code == 0, err
-    ev = json.loads((copy.parent / "eval.json").read_text())
+    ev, _ = latest_eval(copy.parent)
     final = json.loads((trained / "metrics.json").read_text())["datasets"]["val"]
     assert ev["datasets"]["val"]["word_acc"] == pytest.approx(final["word_acc"])
     state = torch.load(copy, weights_only=False)

@@ -59,19 +59,24 @@ def _tensorboard_cmd(logdir: Path) -> str:
 
 
 def _results_table(title: str, datasets: dict, combined: dict | None = None) -> Table:
-    table = Table(title=title)
-    for col in ("dataset", "samples", "word acc", "1−NED", "CER", "WER", "conf"):
+    """Every rate in percent (word acc, 1−NED, CER, WER, mean confidence); `filtered` appears when the protocol
+    left labels out (dtrb, parseq), so the sample count is never read as the dataset's size."""
+    rows = list(datasets.items())
+    if combined and len(datasets) > 1:
+        rows.append(("[b]combined[/b]", combined))
+    filtered = any(r.get("filtered") for _, r in rows)
+    table = Table(title=title, caption="rates in %")
+    for col in ("dataset", "samples", *(("filtered",) if filtered else ()), "word acc %", "1−NED %", "CER %",
+                "WER %", "conf %"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
 
     def pct(r: dict, key: str) -> str:
         return f"{100 * r[key]:.2f}" if key in r else ""
 
-    rows = list(datasets.items())
-    if combined and len(datasets) > 1:
-        rows.append(("[b]combined[/b]", combined))
     for name, r in rows:
-        table.add_row(name, str(r["samples"]), pct(r, "word_acc"), f"{r['one_minus_ned']:.4f}", pct(r, "cer"),
-                      pct(r, "wer"), f"{r.get('confidence', 0):.3f}")
+        table.add_row(name, str(r["samples"]), *((str(sum(r.get("filtered", {}).values())),) if filtered else ()),
+                      pct(r, "word_acc"), pct(r, "one_minus_ned"), pct(r, "cer"), pct(r, "wer"),
+                      pct(r, "confidence"))
     return table
 
 

@@ -56,7 +56,15 @@ def train(
     out.print(f"TensorBoard: {_tensorboard_cmd(run_dir.parent.parent)}")
 
 
+def _protocol_help() -> str:
+    from ..engine.protocols import PROTOCOLS
+
+    return "Scoring protocol (default: the run's eval.protocol): " + "; ".join(
+        f"**{p.name}**: {p.summary}" for p in PROTOCOLS.values()) + "."
+
+
 @app.command(name="eval", epilog="Examples:\n\n    cvlab eval runs/quickstart\n\n"
+             "    cvlab eval runs/scene_text --protocol dtrb --data lmdb:~/data/evaluation\n\n"
              "    cvlab eval runs/quickstart/20261122-101500 --checkpoint last\n\n"
              "    cvlab eval runs/quickstart --data synth --opt size=2000 --opt seed=7\n\n"
              "    cvlab eval runs/scene_text --data iiit5k:~/data/IIIT5K:test --data svt:~/data/svt1:test\n\n"
@@ -66,11 +74,16 @@ def eval_(
     run: Path = typer.Argument(..., help="A run directory, a folder of runs (newest is used) or a .pt file."),
     data: list[str] = typer.Option([], "--data", help="Dataset to score: TYPE[:ROOT[:SPLIT]] (repeatable)."),
     opt: list[str] = typer.Option([], "--opt", help="Type-specific key=value for every --data (repeatable)."),
-    protocol: str = typer.Option(None, help="lower36 | alnum62 | printable94 | raw (default: the run's)."),
+    protocol: str = typer.Option(None, help=_protocol_help()),
     checkpoint: str = typer.Option("best", help="best, last, or a checkpoint path."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
-    """Score a trained run on its validation sets, or on the datasets given; writes eval.json."""
+    """Score a trained run on its validation sets (test sets when it has them), or on the datasets given.
+
+    Every evaluation is kept: `RUN/eval/<checkpoint>-step<N>_<protocol>_<datasets>/<time>/` holds eval.json
+    (metrics, labels the protocol filtered, error summary) and one `<dataset>.predictions.csv` per dataset;
+    `RUN/eval/index.jsonl` lists them all. `eval.lexicon` (dataset | words.txt | null) adds
+    lexicon-constrained accuracy."""
     from ..config import parse_data_spec
     from ..engine.evaluate import evaluate_run
     from ..engine.metrics import PROTOCOLS
@@ -84,21 +97,29 @@ def eval_(
                              f"(protocol {res['protocol']})", res["datasets"], res["combined"]))
     for line in _eval_notes(res):
         out.print(line, markup=False, highlight=False)
-    out.print(f"written: {Path(res['run']) / 'eval.json'}")
+    out.print(f"written: {res['dir']} (eval.json, one predictions CSV per dataset)", markup=False,
+              highlight=False)
 
 
 def _eval_notes(res: dict) -> list[str]:
     """Lexicon-constrained accuracy, and every sample the numbers above treat specially."""
+    from ..engine.analysis import summary_lines
+
     lines = []
     for name, r in res["datasets"].items():
         for lex, v in r.get("lexicon", {}).items():
-            lines.append(f"{name}: lexicon-{lex} word acc {100 * v['word_acc']:.2f} ({v['samples']} samples)")
+            lines.append(f"{name}: lexicon-{lex} word acc {100 * v['word_acc']:.2f}% ({v['samples']} samples)")
+        for why, n in r.get("filtered", {}).items():
+            lines.append(f"{name}: {n} of {r['total']} labels not scored under protocol {res['protocol']}: {why}")
         if r.get("empty_labels"):
             lines.append(f"{name}: {r['empty_labels']} labels are empty under protocol {res['protocol']} "
                          "(still scored: only an empty prediction matches)")
         if r.get("unreadable"):
             ex = "; ".join(r.get("unreadable_examples", []))
             lines.append(f"{name}: {r['unreadable']} samples with unreadable images were not scored (e.g. {ex})")
+    for name, r in res["datasets"].items():
+        if "errors" in r:
+            lines += summary_lines(name, r["errors"])
     return lines
 
 

@@ -131,6 +131,9 @@ class DataCfg(Section):
     val: list[DatasetSpec] = Field(default_factory=lambda: [SynthSpec(name="synth_val", size=1000, seed=1)])
     test: list[DatasetSpec] = Field(default_factory=list)
     workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = load in the main process)")
+    max_label_length: int | None = Field(
+        None, ge=1, description="drop training labels longer than this (DTRB's batch_max_length; default: only what "
+        "the head cannot fit: CTC frames, attention max_length), counted in the data report")
 
     @field_validator("train")
     @classmethod

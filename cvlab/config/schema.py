@@ -33,9 +33,13 @@ class TrainCfg(Section):
 
 
 class EvalCfg(Section):
-    protocol: Literal["lower36", "alnum62", "printable94", "raw"] = Field(
-        "lower36", description="label/prediction normalisation before scoring (REFERENCE §2)"
+    protocol: Literal["lower36", "alnum62", "printable94", "raw", "dtrb", "parseq"] = Field(
+        "lower36", description="label/prediction normalisation before scoring (README: evaluation protocols); "
+        "dtrb and parseq reproduce those projects' test pipelines, filters included"
     )
+    lexicon: str | None = Field(
+        "dataset", description="lexicon-constrained accuracy: `dataset` (the sets' own lexicons: IIIT5K 50/1k, SVT "
+        "50), a word file (one word a line) used for every sample, or null (none)")
     batch_size: int = Field(128, ge=1)
     max_samples: int | None = Field(None, ge=1, description="evaluate at most N samples per dataset during training")
 

@@ -110,7 +110,7 @@ class SynthSpec(SpecBase):
     style: Literal["mjsynth", "plain"] = Field(
         "mjsynth", description="plain: every stage not set in the YAML is off (flat, clean, loose crops)")
     min_len: int = Field(1, ge=1)
-    max_len: int = Field(14, ge=1)
+    max_len: int = Field(12, ge=1, description="12 fits any label in the 24 CTC frames of a 100 px wide CRNN")
     words: WordsCfg = WordsCfg()
     case: CaseCfg = CaseCfg()
     fonts: list[str] = Field(default_factory=list, description="extra .ttf/.otf files or folders; `system` adds the system fonts")

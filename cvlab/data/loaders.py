@@ -149,19 +149,21 @@ def report_lines(ds: Dataset) -> list[str]:
 
 class Labels(list):
     """The labels of a batch (a plain list to everyone else), carrying what `collate` dropped and, for
-    evaluation, each sample's lexicons. Attributes survive pickling from DataLoader workers."""
+    evaluation, each sample's lexicons and index in the dataset. Attributes survive pickling from workers."""
 
     dropped: list | tuple = ()
     lexicons: list | None = None
+    indices: list | None = None
 
 
 def collate(batch: list[tuple]) -> tuple[torch.Tensor, list[str]]:
     """Stack the readable samples; samples whose image failed to load (`Broken`) are dropped and listed in
-    `labels.dropped` for the loader to count. Items may carry a third element, lexicons, for evaluation."""
+    `labels.dropped` for the loader to count. Evaluation items carry two more: lexicons and the index."""
     good = [b for b in batch if not isinstance(b[0], Broken)]
     labels = Labels(b[1] for b in good)
     labels.dropped = [(b[0].source, b[0].why) for b in batch if isinstance(b[0], Broken)]
     labels.lexicons = [b[2] for b in good] if batch and len(batch[0]) > 2 else None
+    labels.indices = [b[3] for b in good] if batch and len(batch[0]) > 3 else None
     images = torch.stack([b[0] for b in good]) if good else torch.empty(0)
     return images, labels
 
@@ -193,19 +195,29 @@ class ReportingLoader(DataLoader):
         return self.load_report.lines()
 
 
-class _WithLexicons(Dataset):
-    """Evaluation view: items (image, label, lexicons) so lexicon-constrained accuracy can be scored."""
+class _EvalView(Dataset):
+    """Evaluation view: items (image, label, lexicons or None, index) so lexicon-constrained accuracy can be
+    scored and each prediction traced back to its sample."""
 
-    def __init__(self, ds: Dataset):
-        self.ds = ds
+    def __init__(self, ds: Dataset, lexicons: bool):
+        self.ds, self.with_lexicons = ds, lexicons
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int):
-        image, label = self.ds[i]
+        image, label = self.ds[i][:2]
         base, j = unwrap(self.ds, i)
-        return image, label, base.lexicons(j)
+        return image, label, base.lexicons(j) if self.with_lexicons else None, i
+
+
+def sample_id(ds: Dataset, i: int) -> str:
+    """Where sample i of `ds` comes from (image path, LMDB key, synthetic seed and index)."""
+    base, j = unwrap(ds, i)
+    if hasattr(base, "source"):
+        return base.source(j)
+    inner = getattr(base, "ds", None)  # a distorted view
+    return sample_id(inner, j) if inner is not None else f"#{i}"
 
 
 def has_lexicons(ds: Dataset) -> bool:
@@ -251,7 +263,6 @@ def train_loader(datasets: dict[str, Dataset], batch_size: int, seed: int, steps
 def eval_loader(ds: Dataset, batch_size: int, workers: int, max_samples: int | None = None) -> DataLoader:
     if max_samples is not None and max_samples < len(ds):
         ds = Subset(ds, range(max_samples))
-    if has_lexicons(ds):
-        ds = _WithLexicons(ds)
+    ds = _EvalView(ds, has_lexicons(ds))
     return ReportingLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())

@@ -1,11 +1,12 @@
-"""Evaluation: run the model over a loader, decode, score with the protocol."""
+"""Evaluation: run the model over a loader, decode, score with the protocol; `evaluate_run` keeps every
+evaluation of a run (`eval/` history, one predictions file per dataset, an error summary)."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.loaders import eval_loader
+from ..data.loaders import eval_loader, sample_id
 from ..data.tokenizer import Tokenizer
 from .metrics import MetricAccumulator
 from .setup import autocast
@@ -13,11 +14,14 @@ from .setup import autocast
 
 @torch.no_grad()
 def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, device: torch.device,
-             amp: str = "none", channels_last: bool = False, keep: int = 0) -> tuple[dict, tuple]:
-    """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids."""
+             amp: str = "none", channels_last: bool = False, keep: int = 0, rows: list | None = None,
+             lexicon: str | tuple | None = "dataset") -> tuple[dict, tuple]:
+    """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids. `rows`, when a list,
+    receives one dict per sample (id, label, prediction, confidence, scored strings, correct). `lexicon`:
+    "dataset" scores the sets' own lexicons, (name, words) one word list for every sample, None none."""
     was_training = model.training
     model.eval()
-    acc = MetricAccumulator(protocol)
+    acc = MetricAccumulator(protocol, keep_rows=rows is not None)
     kept_images, kept_labels, kept_preds = [], [], []
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
@@ -27,13 +31,26 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
             logits = model(images)
         ids, confs = model.decode(logits)
         preds = [tokenizer.decode(i) for i in ids]
-        acc.update(preds, labels, confs, getattr(labels, "lexicons", None))
+        if lexicon == "dataset":
+            lexicons = getattr(labels, "lexicons", None)
+        else:
+            lexicons = [{lexicon[0]: lexicon[1]}] * len(labels) if lexicon else None
+        first = len(acc.rows)
+        acc.update(preds, labels, confs, lexicons)
+        if rows is not None:
+            indices = getattr(labels, "indices", None) or [None] * len(labels)
+            ds = getattr(loader.dataset, "ds", loader.dataset)
+            for row, i in zip(acc.rows[first:], indices, strict=True):
+                row["id"] = sample_id(ds, i) if i is not None else ""
+                row["index"] = i
         if len(kept_labels) < keep:
             n = keep - len(kept_labels)
             kept_images.append(images[:n].float().cpu())
             kept_labels += labels[:n]
             kept_preds += preds[:n]
     model.train(was_training)
+    if rows is not None:
+        rows += acc.rows
     grid = (torch.cat(kept_images) if kept_images else None, kept_labels, kept_preds)
     result = acc.result()
     report = getattr(loader, "load_report", None)
@@ -46,47 +63,25 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
 def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = None, protocol: str | None = None,
                  overrides: tuple[str, ...] = (), progress=None) -> dict:
     """Score a trained run: `best.pt` (or `checkpoint`: a name in checkpoints/ or a path) on the run's val
-    datasets, or on `data` (dataset specs). Writes `eval.json` into the run directory and returns it."""
-    from pathlib import Path
-
-    from ..config import load_config
+    datasets, or on `data` (dataset specs). Every evaluation is kept in its own folder under the run's `eval/`
+    (eval.json, `<dataset>.predictions.csv`); returns eval.json's content, with `dir` naming the folder."""
     from ..data.charset import resolve_charset
     from ..data.loaders import named_datasets, report_lines, report_of
-    from ..errors import CvlabError
-    from ..models import build_model
-    from .checkpoint import load_checkpoint, write_json
+    from .analysis import error_summary
+    from .evalfiles import eval_dir, load_lexicon, record, write_predictions
+    from .loadrun import load_run
     from .metrics import combine
-    from .rundir import resolve_run
-    from .setup import pick_device, tokenizer_for
+    from .protocols import check_charset
 
-    path = Path(run_dir)
-    if path.is_file():  # a checkpoint file: its run is two levels up
-        ckpt_path, run = path, path.parent.parent
-    else:
-        run = resolve_run(path)
-        name = checkpoint or "best"
-        ckpt_path = Path(name) if Path(name).suffix == ".pt" and Path(name).is_file() else \
-            run / "checkpoints" / (name if name.endswith(".pt") else f"{name}.pt")
-    state = load_checkpoint(ckpt_path, map_location="cpu")
-    if (run / "config.yaml").is_file():
-        cfg = load_config(run / "config.yaml", overrides)
-    elif path.is_file() and isinstance(state.get("config"), dict):
-        # a checkpoint copied out of its run: it carries the config it was trained with
-        cfg = load_config(raw=state["config"], overrides=overrides)
-        run = path.parent
-    else:
-        raise CvlabError(f"{run / 'config.yaml'}: missing, and {ckpt_path} carries no config")
+    loaded = load_run(run_dir, checkpoint, overrides)
+    cfg, run = loaded.cfg, loaded.run
     if protocol:
         cfg.eval.protocol = protocol
-    device = pick_device(cfg.train.device)
-    tokenizer = tokenizer_for(cfg)
-    if state.get("charset", tokenizer.charset) != tokenizer.charset:
-        raise CvlabError(f"{ckpt_path}: trained with a different charset than {run / 'config.yaml'} names")
-    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
-    model.load_state_dict(state["model"])
+    check_charset(cfg.eval.protocol, loaded.tokenizer.charset, "--protocol" if protocol else "eval.protocol")
+    lexicon = load_lexicon(cfg.eval.lexicon)
     specs = data if data else (cfg.data.test or cfg.data.val)
     sets = named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data)
-    results, reported = {}, set()
+    results, reported, all_rows = {}, set(), {}
     for name, ds in sets.items():
         if progress:
             progress.message(f"evaluating {name} ({len(ds)} samples)")
@@ -94,9 +89,18 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
             for line in report_lines(ds) if id(rep) not in reported else []:
                 progress.message(f"  {name}: {line}")
             reported.add(id(rep))
-        results[name], _ = evaluate(model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers), tokenizer,
-                                    cfg.eval.protocol, device, cfg.train.amp, cfg.train.channels_last)
-    out = {"run": str(run), "checkpoint": str(ckpt_path), "step": state["step"], "protocol": cfg.eval.protocol,
-           "datasets": results, "combined": combine(results)}
-    write_json(out, run / "eval.json")
+        rows: list = []
+        results[name], _ = evaluate(loaded.model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers),
+                                    loaded.tokenizer, cfg.eval.protocol, loaded.device, cfg.train.amp,
+                                    cfg.train.channels_last, rows=rows, lexicon=lexicon)
+        results[name]["errors"] = error_summary(rows)
+        all_rows[name] = rows
+    out = {"run": str(run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
+           "protocol": cfg.eval.protocol, "lexicon": cfg.eval.lexicon, "datasets": results,
+           "combined": combine(results)}
+    folder = eval_dir(run, loaded.checkpoint, loaded.step, cfg.eval.protocol, list(sets))
+    out["dir"] = str(folder)
+    for name, rows in all_rows.items():
+        results[name]["predictions"] = write_predictions(folder, name, rows).name
+    record(folder, out)
     return out

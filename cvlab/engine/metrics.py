@@ -1,33 +1,33 @@
-"""Recognition metrics (REFERENCE §2), with rapidfuzz for edit distances.
+"""Recognition metrics (REFERENCE §2), with rapidfuzz for edit distances. Protocols live in `protocols.py`.
 
 - word accuracy: exact match after the protocol's normalisation of label and prediction;
-- 1 − NED (ICDAR 2019): mean over samples of 1 − ED(p, g) / max(|p|, |g|), 1 for two empty strings;
+- 1 − NED (ICDAR 2019): mean over scored samples of 1 − ED(p, g) / max(|p|, |g|); a pair with an empty side
+  scores the protocol's `empty_ned` (0 for dtrb, 1 for two empty strings under cvlab's protocols);
 - CER / WER: corpus level, total edit distance / total reference length (characters, or whitespace words);
-- lexicon-constrained accuracy (IIIT5K-50/1k, SVT-50): the answer is the lexicon word nearest the prediction
-  by edit distance (first one on ties, in lexicon order), compared with the label, both under the protocol.
+- lexicon-constrained accuracy (IIIT5K-50/1k, SVT-50, or a word file): the answer is the lexicon word nearest
+  the prediction by edit distance (first one on ties, in lexicon order), compared with the label.
+
+Labels a protocol filters (dtrb, parseq) are not scored: `samples` counts the scored ones, `filtered` says how
+many were left out and why, `total` is everything seen.
 """
 
 from __future__ import annotations
 
-import re
-import string
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-_PRINTABLE94 = set(string.digits + string.ascii_letters + string.punctuation)
-PROTOCOLS = {
-    "lower36": lambda s: re.sub(r"[^0-9a-z]", "", s.lower()),
-    "alnum62": lambda s: re.sub(r"[^0-9a-zA-Z]", "", s),
-    "printable94": lambda s: "".join(c for c in s if c in _PRINTABLE94),
-    "raw": lambda s: s,
-}
+from .protocols import PROTOCOLS, get_protocol
+
+__all__ = ["PROTOCOLS", "MetricAccumulator", "combine", "lexicon_answer", "normalize", "score"]
 
 
 def normalize(text: str, protocol: str) -> str:
-    return PROTOCOLS[protocol](text)
+    """The prediction-side normalisation (never filters): what a lexicon word or a prediction becomes."""
+    return get_protocol(protocol).pred(text)
 
 
 @lru_cache(maxsize=256)
@@ -45,9 +45,11 @@ def lexicon_answer(pred: str, words: tuple[str, ...], protocol: str) -> str:
 
 @dataclass
 class MetricAccumulator:
-    """Streams (prediction, label) pairs; `result()` gives the DESIGN §2 metrics dict."""
+    """Streams (prediction, label) pairs; `result()` gives the DESIGN §2 metrics dict. With `keep_rows`, one
+    dict per sample (scored or filtered) is kept in `rows` for the predictions file and the error summary."""
 
     protocol: str = "lower36"
+    keep_rows: bool = False
     samples: int = 0
     correct: int = 0
     ned_sum: float = 0.0
@@ -57,36 +59,57 @@ class MetricAccumulator:
     words: int = 0
     conf_sum: float = 0.0
     empty_labels: int = 0
+    filtered: Counter = field(default_factory=Counter)  # reason -> labels the protocol leaves out
     lex_correct: dict = field(default_factory=dict)  # lexicon name ("50", "1k") -> correct answers
     lex_samples: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._p = get_protocol(self.protocol)
 
     def update(self, preds: list[str], labels: list[str], confidences: list[float] | None = None,
                lexicons: list[dict | None] | None = None) -> None:
         """`lexicons[i]`, when given, maps lexicon names to sample i's word list."""
-        for i, (p, g) in enumerate(zip(preds, labels, strict=True)):
-            p, g = normalize(p, self.protocol), normalize(g, self.protocol)
+        for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
+            conf = float(confidences[i]) if confidences is not None else None
+            g, why = self._p.label(label)
+            p = self._p.pred(pred)
+            if g is None:
+                self.filtered[why] += 1
+                if self.keep_rows:
+                    self.rows.append({"label": label, "prediction": pred, "confidence": conf, "status": why})
+                continue
             self.samples += 1
-            self.empty_labels += g == ""  # still scored: dropping it would change the denominator silently
-            self.correct += p == g
+            self.empty_labels += g == ""  # scored under cvlab's protocols (only an empty prediction matches)
+            ok = p == g
+            self.correct += ok
             ed = Levenshtein.distance(p, g)
-            self.ned_sum += 1.0 - ed / max(len(p), len(g)) if (p or g) else 1.0
+            ned = 1.0 - ed / max(len(p), len(g)) if (p and g) else self._p.empty_ned(p, g)
+            self.ned_sum += ned
             self.char_errors += ed
             self.chars += len(g)
             pw, gw = p.split(), g.split()
             self.word_errors += Levenshtein.distance(pw, gw)
             self.words += len(gw)
-            if confidences is not None:
-                self.conf_sum += confidences[i]
+            if conf is not None:
+                self.conf_sum += conf
+            lex_answers = {}
             for name, words in ((lexicons[i] or {}) if lexicons else {}).items():
                 if words:
                     self.lex_samples[name] = self.lex_samples.get(name, 0) + 1
-                    answer = lexicon_answer(p, tuple(words), self.protocol)
+                    answer = lex_answers[name] = lexicon_answer(p, tuple(words), self.protocol)
                     self.lex_correct[name] = self.lex_correct.get(name, 0) + (answer == g)
+            if self.keep_rows:
+                self.rows.append({"label": label, "prediction": pred, "confidence": conf, "status": "scored",
+                                  "label_scored": g, "prediction_scored": p, "correct": ok, "ned": ned,
+                                  **{f"lexicon_{k}": v for k, v in lex_answers.items()}})
 
     def result(self) -> dict:
         n = max(1, self.samples)
         return {
             "samples": self.samples,
+            "total": self.samples + sum(self.filtered.values()),
+            "filtered": dict(self.filtered.most_common()),
             "word_acc": self.correct / n,
             "one_minus_ned": self.ned_sum / n,
             "cer": self.char_errors / max(1, self.chars),
@@ -101,8 +124,10 @@ class MetricAccumulator:
 
 
 def score(preds: list[str], labels: list[str], protocol: str = "lower36") -> dict:
+    """Score predictions against labels under a protocol: `word_acc`, `one_minus_ned` (both 0..1), `samples`
+    (scored), `filtered` ({reason: count}), `total`, plus CER/WER. The public entry point of this module."""
     acc = MetricAccumulator(protocol)
-    acc.update(preds, labels)
+    acc.update(list(preds), list(labels))
     return acc.result()
 
 
@@ -115,6 +140,10 @@ def combine(results: dict[str, dict]) -> dict:
     for k in ("word_acc", "one_minus_ned", "confidence"):
         out[k] = sum(r.get(k, 0.0) * r["samples"] for r in rs) / max(1, total)
     out["empty_labels"] = sum(r.get("empty_labels", 0) for r in rs)
+    filtered = Counter()
+    for r in rs:
+        filtered.update(r.get("filtered", {}))
+    out["filtered"] = dict(filtered.most_common())
     for rate, size in (("cer", "chars"), ("wer", "words")):
         if rs and all(size in r and rate in r for r in rs):
             out[rate] = sum(r[rate] * r[size] for r in rs) / max(1, sum(r[size] for r in rs))

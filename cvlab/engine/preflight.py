@@ -97,6 +97,9 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
         model.train(was_training)
 
     steps = feats.shape[1]
+    progress.message(f"model: {steps} frames at data.image.width={img.width}" + (
+        f" (CTC: a label of L characters with r adjacent repeats needs L + r <= {steps})" if m.head.name == "ctc"
+        else f" (attention: labels of up to model.head.max_length={m.head.max_length} characters)"))
     label = longest_label(cfg)
     if label is not None:
         n, key = label
@@ -109,3 +112,25 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
             raise CvlabError(f"model.head.max_length={m.head.max_length} is shorter than the labels {key}={n} "
                              f"makes; raise model.head.max_length to at least {n} or lower {key}")
     return {"steps": steps, "adjustments": adjustments}
+
+
+def fit_training_labels(train_sets: dict, cfg: Experiment, tokenizer, steps: int,
+                        progress: Progress | None = None) -> dict:
+    """The training sets without the labels the model cannot learn from (`cvlab.data.fit`), each drop counted
+    in the dataset's report and said here. A set left empty is an error naming the keys to change."""
+    from ..data.fit import LabelLimits, keep_fitting
+
+    progress = progress or NullProgress()
+    m = cfg.model
+    limits = LabelLimits(tokenizer, m.head.name, steps, m.head.max_length if m.head.name == "attention" else None,
+                         cfg.data.max_label_length)
+    out = {}
+    for name, ds in train_sets.items():
+        out[name], dropped = keep_fitting(ds, limits)
+        for why, n in dropped.items():
+            progress.message(f"  {name}: dropped {n} of {len(ds)} training labels: {why}")
+        if len(out[name]) == 0:
+            raise CvlabError(f"{name}: every training label is longer than the model can fit ({steps} frames, "
+                             f"head {m.head.name}); raise data.image.width, model.head.max_length or "
+                             f"data.max_label_length")
+    return out

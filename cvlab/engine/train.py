@@ -19,7 +19,7 @@ from ..models import build_model
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
 from .evaluate import evaluate
 from .optim import build_optimizer, build_scheduler
-from .preflight import preflight
+from .preflight import fit_training_labels, preflight
 from .progress import NullProgress, Progress
 from .rundir import write_env
 from .setup import autocast, datasets_for, pick_device, resolve_amp, seed_everything, tokenizer_for
@@ -102,7 +102,8 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
         for line in report_lines(ds):  # dropped/adjusted samples, characters the charset cannot encode
             progress.message(f"  {name}: {line}")
     model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
-    preflight(model, cfg, device, progress)  # impossible combinations stop here (exit 2); reports group adjustments
+    checked = preflight(model, cfg, device, progress)  # impossible combinations stop here (exit 2); reports group adjustments
+    train_sets = fit_training_labels(train_sets, cfg, tokenizer, checked["steps"], progress)  # no zero-loss labels
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, t)

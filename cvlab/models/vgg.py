@@ -2,9 +2,9 @@
 VGG-11/16 (Simonyan & Zisserman 2015, configurations A and D) re-strided for text lines.
 
 `depth: crnn`, `size: standard` is the published shape: 64-128-256-256-512-512-512 channels, norm after conv 5
-and 6 only (`norm_at: crnn`), a final 2×2 conv. The final conv is padded by one column on each side, as in the
-original CRNN, so a 32×100 input gives 512×1×26 (26 frames, at least W/4); DTRB's unpadded conv gives 24. Padding
-changes no parameter count. VGG-11/16 keep the first two 2×2 pools and make the other three (2, 1) pools, so the
+and 6 only (`norm_at: crnn`), a final unpadded 2×2 conv as in DTRB's VGG_FeatureExtractor, so a 32×100 input
+gives 512×1×24 (W/4 − 1 frames) and 8,451,621 parameters with 37 classes: DTRB's network, layer for layer. Tiny
+and small use the same layers with fewer channels, so frames do not depend on the size. VGG-11/16 keep the first two 2×2 pools and make the other three (2, 1) pools, so the
 width stays W/4 while the height reaches H/32; they normalize every conv.
 """
 
@@ -56,7 +56,7 @@ class VGG(nn.Module):
             nn.MaxPool2d((2, 1), (2, 1)),                          # (B, c3, H/8, W/4)
             block(4, c[3]), block(5, c[4]),
             nn.MaxPool2d((2, 1), (2, 1)),                          # (B, c5, H/16, W/4)
-            nn.Conv2d(c[5], c[6], 2, 1, (0, 1)), act(),            # (B, c6, H/16-1, W/4+1)
+            nn.Conv2d(c[5], c[6], 2, 1, 0), act(),                 # (B, c6, H/16-1, W/4-1)
         )
 
     def _deep(self, cin, cfg, norm, act, position, plan) -> nn.Sequential:

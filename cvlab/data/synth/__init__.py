@@ -59,10 +59,10 @@ class SynthWords(Dataset):
     def __init__(self, spec: SynthSpec, charset: str, image: ImageCfg):
         self.spec, self.image = spec, image
         fold = case_fold(charset)
-        self.source = TextSource(spec.words, spec.case, charset, fold, spec.min_len, spec.max_len)
+        self.texts = TextSource(spec.words, spec.case, charset, fold, spec.min_len, spec.max_len)
         symbols = "".join(c for c in charset if not c.isspace())
         draws = set(symbols) | {c.upper() for c in symbols} | {c.lower() for c in symbols}
-        if self.source.sources != ["random"]:
+        if self.texts.sources != ["random"]:
             draws |= set(PUNCTUATION)
         cased = fold("Aa") == "Aa" and any(c.isalpha() for c in symbols)
         self.faces = find_fonts("".join(sorted(draws)), tuple(spec.fonts), cased)
@@ -75,7 +75,7 @@ class SynthWords(Dataset):
         # said at train start: a machine without the font packages would otherwise render with few faces
         self.report = DataReport(spec.name or spec.type, samples=spec.size)
         self.report.note(f"rendering with {len(self.faces)} fonts from {len(self.families)} families")
-        self.report.note(f"text: {self.source.describe()}")
+        self.report.note(f"text: {self.texts.describe()}")
         off = [s for s in ("curve", "border", "shadow", "distort", "background", "blur", "noise", "jpeg", "lowres",
                            "lighting") if getattr(spec, s).p == 0]
         if off:
@@ -83,6 +83,13 @@ class SynthWords(Dataset):
 
     def __len__(self) -> int:
         return self.spec.size
+
+    def label(self, index: int) -> str:
+        """Sample `index`'s label without rendering it (the first draws of the generator `render` uses)."""
+        return self.texts(np.random.default_rng([self.spec.seed, index]))[1]
+
+    def source(self, index: int) -> str:
+        return f"synth seed {self.spec.seed} #{index}"
 
     def __getstate__(self):  # font objects stay in the process that made them
         return {**self.__dict__, "_cache": {}}
@@ -114,7 +121,7 @@ class SynthWords(Dataset):
             raise IndexError(index)
         s = self.spec
         rng = np.random.default_rng([s.seed, index])
-        text, label = self.source(rng)
+        text, label = self.texts(rng)
         font = self._pick_font(rng)
 
         # 1-2. glyphs with tracking and a curved baseline; neighbour glyphs for a cut-off edge
@@ -138,7 +145,7 @@ class SynthWords(Dataset):
         bg, fg = text_colors(s.color, rng)
         if rng.random() < s.background.p:  # 5. the background the text sits on
             base = texture(h, w, rng, bg, s.background.kinds, fg,
-                           second_word=lambda: (self._pick_font(rng), self.source(rng)[0]))
+                           second_word=lambda: (self._pick_font(rng), self.texts(rng)[0]))
         else:
             base = np.broadcast_to(bg, (h, w, 3)).astype(np.float32)
         img = base

@@ -1,0 +1,58 @@
+"""A trained model from a run directory, a folder of runs or a checkpoint file: what eval and predict share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import Experiment, load_config
+from ..data.tokenizer import Tokenizer
+from ..errors import CvlabError
+from .checkpoint import load_checkpoint
+from .rundir import resolve_run
+from .setup import pick_device, tokenizer_for
+
+
+@dataclass
+class Loaded:
+    run: Path  # where results are written: the run directory, or the folder of a copied-out checkpoint
+    checkpoint: Path
+    step: int
+    cfg: Experiment
+    tokenizer: Tokenizer
+    model: torch.nn.Module  # on `device`, in eval mode
+    device: torch.device
+
+
+def load_run(run_or_ckpt, checkpoint: str | None = None, overrides: tuple[str, ...] = ()) -> Loaded:
+    """`best.pt` (or `checkpoint`: a name in checkpoints/ or a path) of a run; a .pt file given directly is
+    used with its run's config.yaml, or with the config it carries when it was copied out of its run."""
+    from ..models import build_model
+
+    path = Path(run_or_ckpt)
+    if path.is_file():  # a checkpoint file: its run is two levels up
+        ckpt_path, run = path, path.parent.parent
+    else:
+        run = resolve_run(path)
+        name = checkpoint or "best"
+        ckpt_path = Path(name) if Path(name).suffix == ".pt" and Path(name).is_file() else \
+            run / "checkpoints" / (name if name.endswith(".pt") else f"{name}.pt")
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    if (run / "config.yaml").is_file():
+        cfg = load_config(run / "config.yaml", overrides)
+    elif path.is_file() and isinstance(state.get("config"), dict):
+        # a checkpoint copied out of its run: it carries the config it was trained with
+        cfg = load_config(raw=state["config"], overrides=overrides)
+        run = path.parent
+    else:
+        raise CvlabError(f"{run / 'config.yaml'}: missing, and {ckpt_path} carries no config")
+    device = pick_device(cfg.train.device)
+    tokenizer = tokenizer_for(cfg)
+    if state.get("charset", tokenizer.charset) != tokenizer.charset:
+        raise CvlabError(f"{ckpt_path}: trained with a different charset than {run / 'config.yaml'} names")
+    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return Loaded(run, ckpt_path, int(state.get("step", 0)), cfg, tokenizer, model, device)

@@ -1,0 +1,139 @@
+"""`cvlab predict`: read images with a trained run, as DTRB's demo.py and PARSeq's read.py do, for every model.
+
+Inputs are image files, folders (searched recursively), glob patterns, or LMDBs (a folder holding data.mdb, or a
+tree of them; labels are carried along when present). Images go through the run's own preprocessing
+(`data.image`). An image that cannot be read gives a row saying why, never a silent gap.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..data.base import LOAD_ERRORS
+from ..data.image import to_tensor
+from ..errors import CvlabError
+from .setup import autocast
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass
+class Source:
+    id: str  # the path, or `LMDB-folder image-000000001`
+    open: Callable[[], Image.Image]
+    label: str | None = None
+
+
+def _file(path: Path) -> Source:
+    return Source(str(path), lambda: Image.open(path))
+
+
+def _lmdb_sources(folder: Path) -> Iterator[Source]:
+    from ..data.lmdb import open_env
+
+    env = open_env(folder)
+    with env.begin() as txn:
+        raw = txn.get(b"num-samples")
+        if raw is None:
+            raise CvlabError(f"{folder / 'data.mdb'}: no `num-samples` key; not a text-recognition LMDB")
+        for i in range(1, int(raw.decode()) + 1):
+            key = b"image-%09d" % i
+            if txn.get(key) is None:
+                continue  # a label-only entry has nothing to read
+            label = txn.get(b"label-%09d" % i)
+
+            def load(key=key):
+                with env.begin() as t:
+                    return Image.open(io.BytesIO(bytes(t.get(key))))
+
+            yield Source(f"{folder} {key.decode()}", load, label.decode("utf-8", "replace") if label else None)
+
+
+def collect(inputs: list[str]) -> list[Source]:
+    """Every image the inputs name, in a stable order: files as given, folders and globs sorted."""
+    from ..data.lmdb import find_lmdbs
+
+    out: list[Source] = []
+    for text in inputs:
+        matches = sorted(glob.glob(str(Path(text).expanduser()), recursive=True)) if any(c in text for c in "*?[") \
+            else [str(Path(text).expanduser())]
+        if not matches:
+            raise CvlabError(f"{text}: no file matches this pattern")
+        for m in map(Path, matches):
+            if m.is_file():
+                out.append(_file(m))
+            elif m.is_dir():
+                lmdbs = find_lmdbs(m)
+                if lmdbs:
+                    for folder in lmdbs:
+                        out.extend(_lmdb_sources(folder))
+                else:
+                    found = sorted(p for p in m.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                    if not found:
+                        raise CvlabError(f"{m}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                    out.extend(_file(p) for p in found)
+            else:
+                raise CvlabError(f"{m}: no such file or folder")
+    return out
+
+
+@torch.no_grad()
+def predict(run_or_ckpt, inputs: list[str], checkpoint: str | None = None, batch_size: int = 64,
+            overrides: tuple[str, ...] = ()) -> list[dict]:
+    """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images)."""
+    from .loadrun import load_run
+
+    loaded = load_run(run_or_ckpt, checkpoint, overrides)
+    cfg, model = loaded.cfg, loaded.model
+    sources = collect(inputs)
+    rows: list[dict] = []
+    for start in range(0, len(sources), batch_size):
+        batch, images = [], []
+        for src in sources[start:start + batch_size]:
+            row = {"id": src.id, "text": "", "confidence": None, **({"label": src.label} if src.label else {})}
+            rows.append(row)
+            try:
+                with src.open() as im:
+                    im.load()
+                    images.append(to_tensor(im, cfg.data.image))
+                batch.append(row)
+            except LOAD_ERRORS as e:
+                row["error"] = f"{e.__class__.__name__}: {e}"
+        if not images:
+            continue
+        x = torch.stack(images).to(loaded.device)  # (B, C, H, W), the run's own geometry
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(loaded.device, cfg.train.amp):
+            logits = model(x)
+        ids, confs = model.decode(logits)
+        for row, i, c in zip(batch, ids, confs, strict=True):
+            row["text"], row["confidence"] = loaded.tokenizer.decode(i), float(c)
+    return rows
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """CSV (id, text, confidence, label, error) or JSON (a list), chosen by the suffix."""
+    import csv
+    import json
+
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise CvlabError(f"--out {path}: give a .csv or .json file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "confidence", "label", "error"])
+        for r in rows:
+            conf = "" if r["confidence"] is None else f"{r['confidence']:.6f}"
+            w.writerow([r["id"], r["text"], conf, r.get("label", ""), r.get("error", "")])
