@@ -56,6 +56,8 @@ def make_variants(base: Experiment, norms: list[str], batch_sizes: list[int], se
                 raw = base.model_dump(mode="json")
                 raw["seed"] = base.seed + s
                 raw["model"]["norm"]["name"] = norm
+                if norm != "group":  # group-only options back to their neutral values (or validation refuses)
+                    raw["model"]["norm"].update(groups=32, channels_per_group=None)
                 t = raw["train"]
                 t["batch_size"] = bs
                 t["steps"] = max(1, round(budget * k))
