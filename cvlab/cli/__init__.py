@@ -11,6 +11,7 @@ from . import (
     core,  # noqa: F401  (registers train, eval, config)
     data,  # noqa: F401  (registers data check, data convert, data preview)
     models,  # noqa: F401  (registers models list, models show)
+    runs,  # noqa: F401  (registers runs, runs clean)
 )
 from .common import app
 

@@ -54,7 +54,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
     from ..data.loaders import named_datasets, report_lines, report_of
     from ..errors import CvlabError
     from ..models import build_model
-    from .checkpoint import load_checkpoint, write_json
+    from .checkpoint import load_checkpoint, load_model_state, write_json
     from .metrics import combine
     from .rundir import resolve_run
     from .setup import pick_device, tokenizer_for
@@ -83,7 +83,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
     if state.get("charset", tokenizer.charset) != tokenizer.charset:
         raise CvlabError(f"{ckpt_path}: trained with a different charset than {run / 'config.yaml'} names")
     model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], ckpt_path)  # a checkpoint of another model: exit 2 naming tensors
     specs = data if data else (cfg.data.test or cfg.data.val)
     sets = named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data)
     results, reported = {}, set()
