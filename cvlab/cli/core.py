@@ -18,11 +18,13 @@ app.add_typer(config_app, name="config")
              "    cvlab train --resume runs/quickstart/20261122-101500")
 @guarded
 def train(
-    experiment: Path = typer.Argument(None, help="Experiment YAML file.", show_default=False),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
-    name: str = typer.Option(None, help="Run name (default: the experiment's `name`)."),
-    resume: Path = typer.Option(None, help="Continue a run from its config.yaml and checkpoints/last.pt."),
+    experiment: Path = typer.Argument(None, metavar="[EXPERIMENT.yaml]", help="Experiment YAML file.",
+                                      show_default=False),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
+    runs_dir: Path = typer.Option(Path("runs"), metavar="DIR", help="Where run directories are created."),
+    name: str = typer.Option(None, metavar="NAME", help="Run name (default: the experiment's `name`)."),
+    resume: Path = typer.Option(None, metavar="RUN_DIR",
+                                help="Continue a run from its config.yaml and checkpoints/last.pt."),
 ):
     """Train an experiment; evaluates every `train.eval_every` steps and logs to TensorBoard."""
     from ..config import load_config
