@@ -48,7 +48,7 @@ def test_twenty_steps_lower_the_loss(batch, backbone, norm, head, sequence):
     images, labels = batch
     cfg = ModelCfg.model_validate({
         "backbone": {"name": backbone, "size": "tiny", "width": 0.5, "dropout": 0.0},
-        "norm": {"name": norm, "groups": 4}, "head": {"name": head, "max_length": 6},
+        "norm": {"name": norm, **({"groups": 4} if norm == "group" else {})}, "head": {"name": head, "max_length": 6},
         "sequence": {"name": sequence, "hidden": 24, "layers": 1}})
     tok = build_tokenizer(head, CHARSET)
     model = build_model(cfg, tok.num_classes).train()

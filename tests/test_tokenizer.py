@@ -1,6 +1,6 @@
 import torch
 
-from cvlab.config.data import CharsetFile
+from cvlab.config.data import CharsetChars, CharsetFile
 from cvlab.data.charset import PRESETS, resolve_charset
 from cvlab.data.tokenizer import CTCTokenizer
 
@@ -16,7 +16,7 @@ def test_presets_have_their_documented_sizes():
 
 
 def test_literal_and_file_charsets(tmp_path):
-    assert resolve_charset("abca") == "abc"  # duplicates removed, order kept
+    assert resolve_charset(CharsetChars(chars="abca")) == "abc"  # duplicates removed, order kept
     f = tmp_path / "chars.txt"
     f.write_text("\ufeffxy\r\nz\n", encoding="utf-8")
     assert resolve_charset(CharsetFile(file=str(f))) == "xyz"

@@ -12,6 +12,7 @@ from . import (
     data,  # noqa: F401  (registers data check, data convert, data preview)
     models,  # noqa: F401  (registers models list, models show)
     predict,  # noqa: F401  (registers predict)
+    runs,  # noqa: F401  (registers runs, runs clean)
 )
 from .common import app
 

@@ -42,8 +42,8 @@ def guarded(fn):
         except Diverged as e:
             err.print(f"error: training diverged: {e}", markup=False, highlight=False)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
+        except KeyboardInterrupt:  # before the first step: a new run had nothing to save and was removed
+            err.print("interrupted (nothing was checkpointed yet, so no run was kept)")
             raise typer.Exit(130) from None
 
     return wrapper

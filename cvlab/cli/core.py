@@ -18,37 +18,30 @@ app.add_typer(config_app, name="config")
              "    cvlab train --resume runs/quickstart/20261122-101500")
 @guarded
 def train(
-    experiment: Path = typer.Argument(None, help="Experiment YAML file.", show_default=False),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
-    name: str = typer.Option(None, help="Run name (default: the experiment's `name`)."),
-    resume: Path = typer.Option(None, help="Continue a run from its config.yaml and checkpoints/last.pt."),
+    experiment: Path = typer.Argument(None, metavar="[EXPERIMENT.yaml]", help="Experiment YAML file.",
+                                      show_default=False),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=SET_HELP),
+    runs_dir: Path = typer.Option(Path("runs"), metavar="DIR", help="Where run directories are created."),
+    name: str = typer.Option(None, metavar="NAME", help="Run name (default: the experiment's `name`)."),
+    resume: Path = typer.Option(None, metavar="RUN_DIR",
+                                help="Continue a run from its config.yaml and checkpoints/last.pt."),
 ):
     """Train an experiment; evaluates every `train.eval_every` steps and logs to TensorBoard."""
-    from ..config import dump_config, load_config
-    from ..engine.rundir import new_run_dir
-    from ..engine.train import train as train_fn
+    from ..config import load_config
+    from ..engine.runs import resume_run, start_run
     from .progress import make_progress
 
     if resume is not None:
         if experiment is not None:
             raise CvlabError("give either EXPERIMENT or --resume RUN_DIR, not both")
+        every = load_config(resume / "config.yaml").log.every if (resume / "config.yaml").is_file() else 1
         run_dir = resume
-        if not (run_dir / "config.yaml").is_file():
-            raise CvlabError(f"--resume {run_dir}: not a run directory (no config.yaml)")
-        cfg = load_config(run_dir / "config.yaml", set_)
-        if set_:
-            (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        cfg, metrics = resume_run(resume, set_, make_progress(err, every))
     else:
         if experiment is None:
             raise CvlabError("missing EXPERIMENT (a YAML file), or --resume RUN_DIR")
         cfg = load_config(experiment, set_)
-        if name:
-            cfg.name = name
-        run_dir = new_run_dir(runs_dir, cfg.name)
-        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    err.print(f"run directory: [b]{run_dir}[/b]")
-    metrics = train_fn(cfg, run_dir, make_progress(err, cfg.log.every), resume=resume is not None)
+        run_dir, metrics = start_run(cfg, runs_dir, name, make_progress(err, cfg.log.every))
     if metrics.get("datasets"):
         out.print(_results_table(f"{cfg.name} — step {metrics['step']} (protocol {cfg.eval.protocol})",
                                  metrics["datasets"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -15,6 +14,15 @@ app.add_typer(data_app, name="data")
 
 TYPE_HELP = "Dataset type: lmdb, folder, iiit5k, svt, ic13, ic15, iam, rimes, synth."
 OPT_HELP = "Type-specific key=value, e.g. `--opt level=words` (repeatable; values are YAML)."
+
+
+def _writable_file(path: Path, option: str) -> None:
+    """An output file's folder must be writable and the path not a folder: checked before any work."""
+    from ..engine.rundir import check_writable
+
+    if path.is_dir():
+        raise CvlabError(f"{option} {path}: is a folder; give a file name")
+    check_writable(path.parent, option)
 
 
 def _spec(type_: str | None, root: Path | None, split: str | None, opt: list[str]):
@@ -77,6 +85,8 @@ def check(
     from ..data.check import check_dataset
     from ..data.loaders import build_dataset, spec_name
 
+    if json_out:
+        _writable_file(json_out, "--json")
     results = {}
     if experiment is not None:
         cfg = load_config(experiment, set_)
@@ -94,8 +104,10 @@ def check(
         results[spec.name or spec.type] = check_dataset(ds, chars)
     for name, r in results.items():
         _print_check(name, r)
-    if json_out:
-        json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if json_out:  # after the results are printed: a write error does not hide them
+        from ..engine.checkpoint import write_json
+
+        write_json(results, json_out)
         out.print(f"written: {json_out}")
 
 
@@ -116,7 +128,9 @@ def convert(
     (PNG for crops) and original labels."""
     from ..data.charset import resolve_charset
     from ..data.convert import convert_to_lmdb
+    from ..engine.rundir import check_writable
 
+    check_writable(out_dir, "--out")
     ds = _build(_spec(type_, root, split, opt), resolve_charset(charset))
     res = convert_to_lmdb(ds, out_dir, on_progress=lambda n: err.print(f"  {n} written"))
     for reason, n in res["dropped"].items():
@@ -144,6 +158,7 @@ def preview(
     from ..data.charset import resolve_charset
     from ..data.preview import preview_grid
 
+    _writable_file(out_file, "--out")
     image = ImageCfg(height=height, width=width, channels=3, resize="keep_ratio")
     res = preview_grid(_build(_spec(type_, root, split, opt), resolve_charset(charset), image), out_file, count)
     if res["broken"]:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import Experiment, dump_config
+from ..config import Experiment
 from ..engine.progress import NullProgress, Progress
+from ..engine.rundir import check_writable
 from ..errors import CvlabError
 from .probes import Probe, _peak_mem_mb, train_eval_gap
 from .report import aggregate, collect, write_outputs
@@ -56,6 +57,8 @@ def make_variants(base: Experiment, norms: list[str], batch_sizes: list[int], se
                 raw = base.model_dump(mode="json")
                 raw["seed"] = base.seed + s
                 raw["model"]["norm"]["name"] = norm
+                if norm != "group":  # group-only options back to their neutral values (or validation refuses)
+                    raw["model"]["norm"].update(groups=32, channels_per_group=None)
                 t = raw["train"]
                 t["batch_size"] = bs
                 t["steps"] = max(1, round(budget * k))
@@ -100,15 +103,14 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
 
     cfg = Experiment.model_validate(cfg_json)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     rec = {"status": "failed", "reason": ""}
     try:
         device = pick_device(cfg.train.device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
         probe = Probe(cfg.log.every, smooth_every)
+        # the engine writes the run (config.yaml, env.json, lock), as for any other run
         train(cfg, run_dir, progress or NullProgress(), resume=resume, probe=probe)
         rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir),
                "peak_mem_mb": _peak_mem_mb(device.type)}
@@ -133,6 +135,7 @@ def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes
     progress = progress or NullProgress()
     out_dir = Path(out_dir)
     variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs)
+    check_writable(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []
     for v in variants:

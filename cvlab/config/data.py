@@ -122,9 +122,19 @@ class CharsetFile(Section):
     file: str = Field(description="UTF-8 text file; every character except newlines is a symbol")
 
 
+class CharsetChars(Section):
+    chars: str = Field(min_length=1, description="the symbols themselves, in order (duplicates removed)")
+
+
+# Charset presets by name (the characters are built in cvlab.data.charset). A bare string must be one of these:
+# a typo of a preset ("lower37") must not silently become a 7-symbol literal charset.
+CHARSET_PRESETS = ("digits", "lower36", "alnum62", "printable94", "gb2312-l1")
+
+
 class DataCfg(Section):
-    charset: str | CharsetFile = Field(
-        "lower36", description="preset (digits, lower36, alnum62, printable94, gb2312-l1), literal characters, or {file: path}"
+    charset: str | CharsetChars | CharsetFile = Field(
+        "lower36", description="preset (digits, lower36, alnum62, printable94, gb2312-l1), {chars: literal characters}, "
+        "or {file: path}"
     )
     image: ImageCfg = ImageCfg()
     train: list[DatasetSpec] = Field(default_factory=lambda: [SynthSpec(seed=0)])
@@ -134,6 +144,14 @@ class DataCfg(Section):
     max_label_length: int | None = Field(
         None, ge=1, description="drop training labels longer than this (DTRB's batch_max_length; default: only what "
         "the head cannot fit: CTC frames, attention max_length), counted in the data report")
+
+    @field_validator("charset")
+    @classmethod
+    def _known_preset(cls, charset):
+        if isinstance(charset, str) and charset not in CHARSET_PRESETS:
+            raise ValueError(f"{charset!r} is not a preset (valid: {', '.join(CHARSET_PRESETS)}); write literal "
+                             f"characters as {{chars: {charset!r}}}, or a file as {{file: path}}")
+        return charset
 
     @field_validator("train")
     @classmethod

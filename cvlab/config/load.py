@@ -127,18 +127,56 @@ def apply_override(raw: dict, text: str) -> None:
         raise CvlabError(f"--set {text}: {'.'.join(map(str, path[:-1]))}: not a mapping")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden by keys given here
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {seen[key]})", key_node.start_mark)
+        if isinstance(key, (str, int, float, bool)):
+            seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _decode(p: Path, data: bytes) -> str:
+    """UTF-8 (a BOM allowed); anything else is an error naming the encoding found where it is recognisable."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CvlabError(f"{p}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CvlabError(f"{p}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}; Latin-1 or "
+                         f"Windows-1252?); save the file as UTF-8") from None
+
+
 def read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise CvlabError(f"{p}: experiment file not found")
+        raise CvlabError(f"{p}: experiment file not found" if not p.exists() else f"{p}: not a file")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        data = p.read_bytes()
+    except OSError as e:
+        raise CvlabError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        raw = yaml.load(_decode(p, data), Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         raise CvlabError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if raw is None:
-        raw = {}
+        raise CvlabError(f"{p}: the file is empty; an experiment needs at least its sections (name, data, model, "
+                         f"train, ...; see experiments/quickstart.yaml)")
     if not isinstance(raw, dict):
         raise CvlabError(f"{p}: the top level must be a mapping of sections (name, seed, data, model, train, ...)")
     return raw

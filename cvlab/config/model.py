@@ -65,6 +65,15 @@ class NormCfg(Section):
     channels_per_group: int | None = Field(None, ge=1, description="group: channels per group instead of `groups`")
     position: Literal["before_act", "after_act"] = "before_act"
 
+    @field_validator("groups", "channels_per_group")
+    @classmethod
+    def _group_options_apply(cls, value, info: ValidationInfo):
+        neutral = cls.model_fields[info.field_name].default
+        name = info.data.get("name", "batch")
+        if name != "group" and value != neutral:
+            raise ValueError(f"applies to model.norm.name=group only (this is {name}); leave it {neutral}")
+        return value
+
 
 class SequenceCfg(Section):
     name: Literal["bilstm", "gru", "none"] = "bilstm"

@@ -6,7 +6,7 @@ import string
 from functools import lru_cache
 from pathlib import Path
 
-from ..config.data import CharsetFile
+from ..config.data import CharsetChars, CharsetFile
 from ..errors import CvlabError
 
 
@@ -32,17 +32,25 @@ PRESETS = {
 }
 
 
-def resolve_charset(spec: str | CharsetFile) -> str:
-    """Preset name, literal characters, or {file: path} -> the ordered symbol string (duplicates removed)."""
+def resolve_charset(spec: str | CharsetChars | CharsetFile) -> str:
+    """Preset name, {chars: literal characters}, or {file: path} -> the ordered symbol string (duplicates
+    removed). A string that is not a preset is an error, never a literal charset."""
     if isinstance(spec, CharsetFile):
         path = Path(spec.file).expanduser()
         if not path.is_file():
             raise CvlabError(f"data.charset.file: {path}: file not found")
-        text = path.read_text(encoding="utf-8-sig").replace("\r", "").replace("\n", "")
+        try:
+            text = path.read_text(encoding="utf-8-sig").replace("\r", "").replace("\n", "")
+        except UnicodeDecodeError as e:
+            raise CvlabError(f"data.charset.file: {path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset "
+                             f"{e.start}); save it as UTF-8") from None
+    elif isinstance(spec, CharsetChars):
+        text = spec.chars
     elif spec in PRESETS:
         text = PRESETS[spec] if PRESETS[spec] is not None else gb2312_level1()
     else:
-        text = spec
+        raise CvlabError(f"charset {spec!r}: not a preset (valid: {', '.join(PRESETS)}); literal characters are "
+                         f"written {{chars: ...}} in a YAML file")
     chars = "".join(dict.fromkeys(text))
     if not chars:
         raise CvlabError("data.charset: empty charset")

@@ -25,9 +25,9 @@ def _png_of(image, label: str) -> tuple[bytes, str]:
     return buf.getvalue(), label
 
 
-def convert_to_lmdb(ds: Dataset, out: Path, check_images: bool = True, on_progress=None) -> dict:
+def convert_to_lmdb(ds: Dataset, out: Path, on_progress=None) -> dict:
     """Write `ds` to `out`; returns {"written": n, "dropped": {...}, "examples": {...}}.
-    With `check_images`, every image is decoded first and undecodable ones are dropped and counted."""
+    Every image is decoded first: undecodable ones are dropped and counted, never written."""
     out = Path(out)
     if (out / "data.mdb").exists():
         raise CvlabError(f"{out}: already holds an LMDB (data.mdb); choose a new --out folder")
@@ -44,8 +44,7 @@ def convert_to_lmdb(ds: Dataset, out: Path, check_images: bool = True, on_progre
                 data, label = _png_of(*ds[i])
             else:
                 try:
-                    if check_images:
-                        base.load(j)
+                    base.load(j)
                     data, label = base.encoded(j), base.label(j)
                 except LOAD_ERRORS as e:
                     report.drop("image unreadable (not written)", f"{base.source(j)} ({e.__class__.__name__})")

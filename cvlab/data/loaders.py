@@ -98,7 +98,7 @@ def build_parts(spec: SpecBase, charset: str, data: DataCfg) -> dict[str, Datase
     return out
 
 
-def spec_name(spec: SpecBase, fallback_index: int | None = None) -> str:
+def spec_name(spec: SpecBase) -> str:
     if spec.name:
         base = spec.name
     else:
@@ -111,7 +111,7 @@ def spec_name(spec: SpecBase, fallback_index: int | None = None) -> str:
     if spec.augment and not spec.name:
         base += "_distorted"  # not confused with the same set undistorted in the same table
     base = base.replace("/", "_")  # names become TensorBoard tags and table rows
-    return base if fallback_index is None else f"{base}{fallback_index}"
+    return base
 
 
 def named_datasets(specs: Sequence[SpecBase], charset: str, data: DataCfg) -> dict[str, Dataset]:
@@ -221,8 +221,15 @@ def sample_id(ds: Dataset, i: int) -> str:
 
 
 def has_lexicons(ds: Dataset) -> bool:
+    """Whether any sample has a lexicon: checked per sample, since a set may give lexicons to only some (the
+    scorer takes each sample's own, or none)."""
     base, _ = unwrap(ds)
-    return hasattr(base, "lexicons") and len(ds) > 0 and base.lexicons(unwrap(ds, 0)[1]) is not None
+    if not hasattr(base, "lexicons"):
+        return False
+    items = getattr(base, "items", None)
+    if items is not None and isinstance(ds, type(base)):  # the common case, without one call per sample
+        return any(getattr(it, "lexicons", None) for it in items)
+    return any(base.lexicons(unwrap(ds, i)[1]) is not None for i in range(len(ds)))
 
 
 class StepSampler(Sampler[list[int]]):

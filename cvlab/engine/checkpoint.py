@@ -14,14 +14,20 @@ from ..errors import CvlabError
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """An output that cannot be written (read-only folder, a file where a folder should be, a full disk) is the
+    user's to fix: CvlabError naming the path, never a traceback."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise CvlabError(f"{path}: cannot write ({e.strerror or e}); choose a writable location or free space") \
+            from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -41,6 +47,10 @@ def write_json(obj, path: Path) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()))
 
 
+def write_text_atomic(text: str, path: Path) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CvlabError(f"{path}: checkpoint not found")
@@ -48,6 +58,26 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # a truncated or foreign file
         raise CvlabError(f"{path}: not a readable cvlab checkpoint ({e.__class__.__name__}: {e})") from None
+
+
+def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:
+    """Load `weights` into `model`, or say which tensors do not fit (a checkpoint of another model/config)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and hasattr(weights[k], "shape") and tuple(weights[k].shape) != tuple(v.shape)]
+    if missing or extra or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} tensors differ in shape (checkpoint vs config), e.g. {'; '.join(shapes[:3])}")
+        if missing:
+            parts.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected, e.g. {', '.join(extra[:3])}")
+        raise CvlabError(f"{path}: the checkpoint is of a different model than the config builds: {'; '.join(parts)}; "
+                         f"use the config it was trained with (model.* and data.charset must match)")
+    model.load_state_dict(weights)
 
 
 def rng_state() -> dict:

@@ -10,7 +10,7 @@ import torch
 from ..config import Experiment, load_config
 from ..data.tokenizer import Tokenizer
 from ..errors import CvlabError
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_model_state
 from .rundir import resolve_run
 from .setup import pick_device, tokenizer_for
 
@@ -53,6 +53,6 @@ def load_run(run_or_ckpt, checkpoint: str | None = None, overrides: tuple[str, .
     if state.get("charset", tokenizer.charset) != tokenizer.charset:
         raise CvlabError(f"{ckpt_path}: trained with a different charset than {run / 'config.yaml'} names")
     model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], ckpt_path)  # a checkpoint of another model: exit 2 naming tensors
     model.eval()
     return Loaded(run, ckpt_path, int(state.get("step", 0)), cfg, tokenizer, model, device)

@@ -20,10 +20,6 @@ class BiRNNBlock(nn.Module):
         return self.proj(y)  # (B, T, 2*hidden) -> (B, T, cout)
 
 
-# Kept as the LSTM block's name: checkpoints and tests refer to it.
-BiLSTMBlock = BiRNNBlock
-
-
 class BiLSTM(nn.Sequential):
     """Stacked bidirectional LSTMs, each projected back to `hidden` (CRNN, DTRB)."""
 

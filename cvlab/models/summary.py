@@ -21,7 +21,6 @@ class Summary:
     params: int = 0
     trainable: int = 0
     macs: int = 0
-    steps: int = 0
 
 
 def describe_norm(m: nn.Module) -> str | None:
@@ -84,7 +83,6 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], depth: int = 
     model.eval()
     try:
         x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-        steps = model.features(x).shape[1] if hasattr(model, "features") else 0
         macs["total"] = 0
         model(x)
     finally:
@@ -93,8 +91,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], depth: int = 
         model.train(was_training)
 
     s = Summary(params=sum(p.numel() for p in model.parameters()),
-                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad), macs=macs["total"],
-                steps=steps)
+                trainable=sum(p.numel() for p in model.parameters() if p.requires_grad), macs=macs["total"])
     for name, m in named:
         level = name.count(".") + 1
         leaf = all(n == "parametrizations" for n, _ in m.named_children())  # a weight-normed conv is a leaf
