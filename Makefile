@@ -11,9 +11,11 @@ EXP    ?= experiments/quickstart.yaml
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-9s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# --no-compile: byte-compiling every installed module (torch's thousands) costs ~30 s of a fresh install;
+# Python compiles what it imports, once.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-compile -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install cvlab with its test tools

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import lmdb
+import numpy as np
 import torch
 
 from cvlab.config import DataCfg, SynthSpec, parse_data_spec
@@ -75,8 +76,10 @@ def synth_rates(read: int, workers: list[int]) -> None:
 
     def rate(spec: SynthSpec) -> float:
         ds = SynthWords(spec, charset, image)
-        for i in range(20):  # warm the font cache
-            ds[i]
+        rng = np.random.default_rng(0)
+        for face in ds.faces:  # load every face at every size first: a long run pays that once per process
+            for size in ds.sizes:
+                ds._font(face, size, rng)
         t0 = time.perf_counter()
         for i in range(20, 20 + read):
             ds[i]

@@ -9,10 +9,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
+def _grid(h, w):
+    return np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
+
+
 def _gradient(h, w, rng, base):
     a = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    t = (xx * np.cos(a) + yy * np.sin(a))
+    yy, xx = _grid(h, w)
+    t = (xx * np.float32(np.cos(a)) + yy * np.float32(np.sin(a)))
     t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
     other = np.clip(base + rng.normal(0, 60, 3), 0, 255).astype(np.float32)
     return base + t[..., None] * (other - base)
@@ -20,10 +24,11 @@ def _gradient(h, w, rng, base):
 
 def _noise(h, w, rng, base):
     gh, gw = int(rng.integers(2, 7)), int(rng.integers(3, 16))
-    grid = rng.normal(0, 1, (gh, gw, 3)).astype(np.float32)
-    field = np.stack([np.asarray(Image.fromarray(grid[..., c]).resize((w, h), Image.BICUBIC)) for c in range(3)], -1)
-    grain = rng.normal(0, 1, (h, w, 1)).astype(np.float32) * rng.uniform(0, 8)
-    return base + field * rng.uniform(8, 35) + grain
+    grid = rng.standard_normal((gh, gw), dtype=np.float32)
+    field = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC))[..., None]  # one field, all channels
+    tint = (1 + rng.uniform(-0.3, 0.3, 3)).astype(np.float32)
+    grain = rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(rng.uniform(0, 8))
+    return base + field * (tint * np.float32(rng.uniform(8, 35))) + grain
 
 
 def _shapes(h, w, rng, base):
@@ -54,9 +59,9 @@ def _shapes(h, w, rng, base):
 def _stripes(h, w, rng, base):
     a = rng.uniform(0, np.pi)
     period = rng.uniform(3, max(4, h))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    wave = np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / period)
-    return base + wave[..., None] * rng.uniform(6, 30)
+    yy, xx = _grid(h, w)
+    wave = np.sin(np.float32(2 * np.pi / period) * (xx * np.float32(np.cos(a)) + yy * np.float32(np.sin(a))))
+    return base + wave[..., None] * np.float32(rng.uniform(6, 30))
 
 
 def _word(h, w, rng, base, font: ImageFont.FreeTypeFont, text: str, fg):
@@ -64,8 +69,10 @@ def _word(h, w, rng, base, font: ImageFont.FreeTypeFont, text: str, fg):
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
     ascent, descent = font.getmetrics()
     line = ascent + descent
-    y = -line * rng.uniform(0.45, 0.85) if rng.random() < 0.5 else h - line * rng.uniform(0.1, 0.5)
-    colour = tuple(int(v) for v in np.clip(fg + rng.normal(0, 40, 3), 0, 255))
+    # above: only its descenders and the foot of its letters show; below: only the tops of its letters
+    y = -line * rng.uniform(0.6, 0.9) if rng.random() < 0.5 else h - line * rng.uniform(0.2, 0.4)
+    mean = base.reshape(-1, 3).mean(0)
+    colour = tuple(int(v) for v in np.clip(mean + (fg - mean) * rng.uniform(0.4, 0.9) + rng.normal(0, 30, 3), 0, 255))
     ImageDraw.Draw(img).text((float(rng.uniform(-0.3, 0.3) * w), float(y)), text, font=font, fill=colour)
     return np.asarray(img, dtype=np.float32)
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 def lighting(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """Multiply by a smooth light field: a linear fall-off or a spot, `strength` deep."""
     h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
     if rng.random() < 0.5:
         a = rng.uniform(0, 2 * np.pi)
         t = xx * np.cos(a) + yy * np.sin(a)
@@ -22,7 +22,7 @@ def lighting(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.n
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         t = np.sqrt(((xx - cx) / w) ** 2 + ((yy - cy) / h) ** 2)
         t = t / max(1e-6, float(t.max()))
-    return np.clip(img * (1 - strength * t)[..., None], 0, 255)
+    return np.clip(img * (1 - np.float32(strength) * t)[..., None], 0, 255)
 
 
 def blur(img: Image.Image, sigma_out: float, scale: float) -> Image.Image:
@@ -36,7 +36,7 @@ def lowres(img: Image.Image, factor: float) -> Image.Image:
 
 
 def noise(img: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
-    return np.clip(img + rng.normal(0, std * 255.0, img.shape).astype(np.float32), 0, 255)
+    return np.clip(img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(std * 255.0), 0, 255)
 
 
 def jpeg(img: Image.Image, quality: int) -> Image.Image:

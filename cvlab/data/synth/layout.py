@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+_INK_LUT = [255 if v > 85 else 0 for v in range(256)]
+
 
 @dataclass
 class Layer:
@@ -32,9 +34,10 @@ def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generato
     size = font.size
     # half the words keep the font's own spacing (and are drawn in one call); the others get random tracking
     spacing = float(rng.uniform(*kerning)) * size if rng.random() < 0.5 else 0.0
-    adv = [font.getlength(c) for c in text]
+    one_call = spacing == 0 and curve == 0  # the whole word in one draw: one layout instead of one per glyph
+    adv = [] if one_call else [font.getlength(c) for c in text]
     adv_l, adv_r = [font.getlength(c) for c in neighbours[0]], [font.getlength(c) for c in neighbours[1]]
-    word_w = sum(adv) + spacing * max(0, len(text) - 1)
+    word_w = font.getlength(text) if one_call else sum(adv) + spacing * max(0, len(text) - 1)
     gap = float(rng.uniform(0.3, 0.7)) * h
     left_w = sum(adv_l) + (gap if neighbours[0] else 0)
     right_w = sum(adv_r) + (gap if neighbours[1] else 0)
@@ -50,7 +53,7 @@ def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generato
 
     img = Image.new("RGB", (W, H), 0)
     draw = ImageDraw.Draw(img)
-    if spacing == 0 and curve == 0:
+    if one_call:
         draw.text((x0, baseline), text, font=font, fill=(255, 0, 0), anchor="ls")
     else:
         _draw_glyphs(draw, font, text, adv, x0, baseline, spacing, bend, fill=(255, 0, 0))
@@ -87,7 +90,7 @@ def tight_crop(img: Image.Image, text_h: int, rng: np.random.Generator, margin_y
     a neighbour glyph extends into it, so a part of that glyph shows at the edge, as in real word crops."""
     word = img.getchannel("R")
     # the ink where it is at least a third covered: faint anti-aliasing of thin faces does not widen the box
-    box = word.point(lambda v: 255 if v > 85 else 0).getbbox() or word.getbbox() or (0, 0, img.width, img.height)
+    box = word.point(_INK_LUT).getbbox() or word.getbbox() or (0, 0, img.width, img.height)
     x0, y0, x1, y1 = box
     ink_h = max(1, y1 - y0)
     my = rng.uniform(*margin_y, size=2) * ink_h
