@@ -214,3 +214,14 @@ def test_step_sampler_is_a_function_of_the_step():
     flat = [i for b in full[:5] for i in b]  # 20 draws = two epochs, each a permutation of 0..9
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
     assert np.any(np.array(flat[:10]) != np.array(flat[10:20]))
+
+
+def test_data_preview_shows_the_synthetic_recipe_and_a_stage(cli, tmp_path):
+    from PIL import Image
+
+    code, out, err = cli("data", "preview", "--type", "synth", "--count", "8", "--out", tmp_path / "s.png")
+    assert code == 0, err
+    assert "8 samples" in out and Image.open(tmp_path / "s.png").size[0] > 100
+    code, _, err = cli("data", "preview", "--type", "synth", "--opt", "style=plain", "--opt", "blur={p: 2}",
+                       "--out", tmp_path / "b.png")
+    assert code == 2 and "blur.p" in err and not (tmp_path / "b.png").exists()

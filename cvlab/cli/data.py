@@ -139,8 +139,10 @@ def convert(
     out.print(f"written {res['written']} samples to {res['out']}", markup=False, highlight=False)
 
 
-@data_app.command("preview", epilog="Example:\n\n"
-                  "    cvlab data preview --type rimes --root ~/data/rimes --opt level=lines --out rimes.png")
+@data_app.command("preview", epilog="Examples:\n\n"
+                  "    cvlab data preview --type rimes --root ~/data/rimes --opt level=lines --out rimes.png\n\n"
+                  "    cvlab data preview --type synth --out synth.png                 # the MJSynth recipe\n\n"
+                  "    cvlab data preview --type synth --opt style=plain --opt 'shadow={p: 1}' --out shadow.png")
 @guarded
 def preview(
     type_: str = typer.Option(None, "--type", help=TYPE_HELP),
