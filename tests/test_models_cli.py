@@ -31,7 +31,8 @@ def test_models_show_passes_on_every_experiment(cli, experiment):
 
 def test_models_show_prints_the_standard_crnn_count(cli):
     code, out, _ = cli("models", "show", "experiments/quickstart.yaml", "--set", "model.backbone.size=standard",
-                       "--set", "model.backbone.norm_at=crnn", "--set", "model.sequence.hidden=256",
+                       "--set", "model.backbone.norm_at=crnn", "--set", "model.sequence.name=bilstm",
+                       "--set", "model.sequence.hidden=256",
                        "--set", "model.sequence.layers=2")
     assert code == 0
     assert "parameters: 8,451,621" in out and "sequence steps: 24" in out
