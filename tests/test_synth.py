@@ -176,6 +176,12 @@ def test_case_sensitive_charset_skips_capitals_only_faces():
     folded = {f.family for f in find_fonts(symbols)}
     cased = {f.family for f in find_fonts(symbols, (), True)}
     assert "Bebas Neue" in folded and "Bebas Neue" not in cased
+    from cvlab.data.synth.fonts import scan_fonts
+
+    assert "BebasNeue-Regular.ttf" in scan_fonts(symbols, (), True)[1]
+    alnum = SynthWords(SynthSpec(size=4), resolve_charset("alnum62"), ImageCfg())
+    n = len(scan_fonts("".join(sorted(set(resolve_charset("alnum62")) | set(".-:%"))), (), True)[1])
+    assert f"{n} fonts skipped: they cannot draw every symbol needed" in " ".join(alnum.report.lines())
 
 
 def test_synth_reports_its_fonts_and_text_mix():

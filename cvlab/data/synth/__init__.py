@@ -21,7 +21,7 @@ from ..report import DataReport
 from . import degrade
 from .background import blend, texture
 from .colors import outline_color, text_colors
-from .fonts import Face, family_group, find_fonts, load_font
+from .fonts import Face, family_group, find_fonts, load_font, scan_fonts
 from .layout import homography, render_text, tight_crop, warp
 from .words import TextSource, builtin_words, lexicon
 
@@ -65,7 +65,7 @@ class SynthWords(Dataset):
         if self.texts.sources != ["random"]:
             draws |= set(PUNCTUATION)
         cased = fold("Aa") == "Aa" and any(c.isalpha() for c in symbols)
-        self.faces = find_fonts("".join(sorted(draws)), tuple(spec.fonts), cased)
+        self.faces, skipped = scan_fonts("".join(sorted(draws)), tuple(spec.fonts), cased)
         self.families = sorted({family_group(f) for f in self.faces})
         self._by_family = {fam: [f for f in self.faces if f.family == fam] for fam in self.families}
         lo, hi = spec.font_size
@@ -75,6 +75,9 @@ class SynthWords(Dataset):
         # said at train start: a machine without the font packages would otherwise render with few faces
         self.report = DataReport(spec.name or spec.type, samples=spec.size)
         self.report.note(f"rendering with {len(self.faces)} fonts from {len(self.families)} families")
+        if skipped:  # a face without some symbol (or, for a cased charset, without lower-case letters)
+            self.report.note(f"{len(skipped)} fonts skipped: they cannot draw every symbol needed "
+                             f"(e.g. {', '.join(skipped[:3])})")
         self.report.note(f"text: {self.texts.describe()}")
         off = [s for s in ("curve", "border", "shadow", "distort", "background", "blur", "noise", "jpeg", "lowres",
                            "lighting") if getattr(spec, s).p == 0]

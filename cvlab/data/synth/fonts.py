@@ -106,16 +106,23 @@ def _face(path: str, family: str, symbols: str, cased: bool) -> Face | None:
 
 
 @lru_cache(maxsize=16)
-def find_fonts(symbols: str, extra: tuple[str, ...] = (), cased: bool = False) -> tuple[Face, ...]:
-    """Every available face that can draw all of `symbols`, in a stable order."""
+def scan_fonts(symbols: str, extra: tuple[str, ...] = (), cased: bool = False) -> tuple[tuple[Face, ...], tuple[str, ...]]:
+    """(every available face that can draw all of `symbols`, in a stable order; the files of those that cannot)."""
     symbols = "".join(sorted(set(symbols) - {" "}))
-    faces = tuple(f for path, fam in _candidates(extra) if (f := _face(path, fam, symbols, cased)) is not None)
+    faces, skipped = [], []
+    for path, fam in _candidates(extra):
+        face = _face(path, fam, symbols, cased)
+        (faces.append(face) if face is not None else skipped.append(Path(path).name))
     if not faces:
         raise CvlabError(
             f"synth: no font draws all {len(symbols)} symbols of the charset; list a font that does in "
             "data.train[i].fonts (a .ttf file or folder)"
         )
-    return faces
+    return tuple(faces), tuple(skipped)
+
+
+def find_fonts(symbols: str, extra: tuple[str, ...] = (), cased: bool = False) -> tuple[Face, ...]:
+    return scan_fonts(symbols, extra, cased)[0]
 
 
 def family_group(face: Face) -> str:
