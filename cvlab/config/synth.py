@@ -19,8 +19,8 @@ class Stage(Section):
     p: float = Field(0.5, ge=0, le=1, description="probability that the stage runs on an image")
 
 
-def _stage(cls, p: float, **kw):
-    return Field(default_factory=lambda: cls(p=p, **kw))
+def _stage(cls, p: float):
+    return Field(default_factory=lambda: cls(p=p))
 
 
 class WordsCfg(Section):
@@ -148,8 +148,7 @@ class SynthSpec(SpecBase):
         if self.min_len > self.max_len:
             raise ValueError(f"min_len ({self.min_len}) is larger than max_len ({self.max_len})")
         _check_range("font_size", self.font_size, low=6)
-        for name in ("kerning",):
-            _check_range(name, getattr(self, name))
+        _check_range("kerning", self.kerning)
         for name, r in (("border.width", self.border.width), ("shadow.offset", self.shadow.offset),
                         ("shadow.blur", self.shadow.blur), ("background.blend", self.background.blend),
                         ("crop.margin_y", self.crop.margin_y), ("crop.margin_x", self.crop.margin_x),

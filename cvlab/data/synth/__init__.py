@@ -15,6 +15,7 @@ from PIL import Image, ImageFilter
 from torch.utils.data import Dataset
 
 from ...config.data import ImageCfg, SynthSpec
+from ...config.synth import STAGES
 from ..charset import case_fold
 from ..image import to_tensor
 from ..report import DataReport
@@ -79,8 +80,7 @@ class SynthWords(Dataset):
             self.report.note(f"{len(skipped)} fonts skipped: they cannot draw every symbol needed "
                              f"(e.g. {', '.join(skipped[:3])})")
         self.report.note(f"text: {self.texts.describe()}")
-        off = [s for s in ("curve", "border", "shadow", "distort", "background", "blur", "noise", "jpeg", "lowres",
-                           "lighting") if getattr(spec, s).p == 0]
+        off = [s for s in STAGES if getattr(spec, s).p == 0]
         if off:
             self.report.note(f"stages off: {', '.join(off)}")
 
@@ -134,14 +134,13 @@ class SynthWords(Dataset):
                 nb[side] = "".join(self.neighbour_chars[i] for i in rng.integers(len(self.neighbour_chars),
                                                                                   size=int(rng.integers(1, 3))))
         curve = float(rng.uniform(-s.curve.amount, s.curve.amount)) if rng.random() < s.curve.p else 0.0
-        layer_img, _, text_h = render_text(text, font, rng, s.kerning, curve, (nb[0], nb[1]))
+        layer_img, text_h = render_text(text, font, rng, s.kerning, curve, (nb[0], nb[1]))
         # 4. projective distortion of the text layer (before cropping, so the crop is around the warped ink)
         if rng.random() < s.distort.p:
             d = s.distort
             layer_img = warp(layer_img, homography(*layer_img.size, rng, d.perspective, d.rotate, d.shear, text_h))
         # 6. a tight crop around the word's ink
-        layer = tight_crop(layer_img, text_h, rng, s.crop.margin_y, s.crop.margin_x, bool(nb[0]), bool(nb[1]))
-        T = layer.text
+        T = tight_crop(layer_img, rng, s.crop.margin_y, s.crop.margin_x, bool(nb[0]), bool(nb[1]))
         h, w = T.shape
 
         # 3. colours, border and shadow layers

@@ -4,18 +4,10 @@ tracking and an optional curved baseline, cut-off neighbour glyphs beside it, th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 _INK_LUT = [255 if v > 85 else 0 for v in range(256)]
-
-
-@dataclass
-class Layer:
-    text: np.ndarray  # (H, W) float32 alpha of the word and any neighbour glyphs, 0..1
-    height: int  # the font's line height in pixels: sizes of later stages are shares of it
 
 
 def _draw_glyphs(draw, font, chars: str, advances: list[float], x: float, baseline: float, spacing: float, bend,
@@ -27,8 +19,8 @@ def _draw_glyphs(draw, font, chars: str, advances: list[float], x: float, baseli
 
 
 def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generator, kerning: tuple[float, float],
-                curve: float, neighbours: tuple[str, str]) -> tuple[Image.Image, tuple[int, int, int, int], int]:
-    """(2-band mask image: word in R, neighbours in G; the word's advance box (x0, y0, x1, y1); line height)."""
+                curve: float, neighbours: tuple[str, str]) -> tuple[Image.Image, int]:
+    """(mask image: word in R, neighbours in G; the font's line height, which later stages' sizes are shares of)."""
     ascent, descent = font.getmetrics()
     h = ascent + descent
     size = font.size
@@ -59,7 +51,7 @@ def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generato
         _draw_glyphs(draw, font, text, adv, x0, baseline, spacing, bend, fill=(255, 0, 0))
     _draw_glyphs(draw, font, neighbours[0], adv_l, x0 - left_w, baseline, 0.0, bend, fill=(0, 255, 0))
     _draw_glyphs(draw, font, neighbours[1], adv_r, x0 + word_w + gap, baseline, 0.0, bend, fill=(0, 255, 0))
-    return img, (int(x0), pad, int(x0 + word_w), pad + h), h
+    return img, h
 
 
 def homography(w: int, h: int, rng: np.random.Generator, perspective: float, rotate: float, shear: float,
@@ -84,8 +76,8 @@ def warp(img: Image.Image, coeffs) -> Image.Image:
     return img.transform(img.size, Image.PERSPECTIVE, coeffs, resample=Image.BILINEAR)
 
 
-def tight_crop(img: Image.Image, text_h: int, rng: np.random.Generator, margin_y, margin_x,
-               cut_left: bool, cut_right: bool) -> Layer:
+def tight_crop(img: Image.Image, rng: np.random.Generator, margin_y, margin_x,
+               cut_left: bool, cut_right: bool) -> np.ndarray:
     """Crop around the word's ink (R band) with small random margins, as shares of the ink's height. A side with
     a neighbour glyph extends into it, so a part of that glyph shows at the edge, as in real word crops."""
     word = img.getchannel("R")
@@ -103,4 +95,4 @@ def tight_crop(img: Image.Image, text_h: int, rng: np.random.Generator, margin_y
     crop = (max(0, int(x0 - mx[0])), max(0, int(y0 - my[0])),
             min(img.width, int(np.ceil(x1 + mx[1]))), min(img.height, int(np.ceil(y1 + my[1]))))
     arr = np.asarray(img.crop(crop), dtype=np.float32)[:, :, :2] / 255.0
-    return Layer(text=np.maximum(arr[:, :, 0], arr[:, :, 1]), height=text_h)
+    return np.maximum(arr[:, :, 0], arr[:, :, 1])  # (H, W) alpha of the word and any neighbour glyphs, 0..1
