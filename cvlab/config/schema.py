@@ -30,6 +30,9 @@ class TrainCfg(Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     eval_every: int = Field(500, ge=1, description="evaluate (and write last.pt, best.pt) every N steps and at the end")
+    init_from: str | None = Field(
+        None, description="start from another run's weights (a run directory, a folder of runs or a .pt file): "
+        "weights only, a new optimizer and schedule; charset changes keep the shared characters' rows")
     checkpoint_every: int = Field(
         200, ge=1, description="write last.pt every N steps whatever eval_every says: a killed run loses at most "
         "this many steps (200 ≈ 2-5 minutes of a standard CRNN on a CPU)")
