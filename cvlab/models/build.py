@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ from .tps import TPS
 from .vgg import VGG
 
 BACKBONES = {"alexnet": AlexNet, "vgg": VGG, "googlenet": GoogLeNet, "resnet": ResNet}
-TRANSFORMS = {"none": None, "tps": TPS}
+TRANSFORMS = {"none": None, "tps": TPS, "tps_dtrb": partial(TPS, align_corners=True)}
 DEFAULT_HIDDEN = {"tiny": 96, "small": 192, "standard": 256}
 
 

@@ -1,6 +1,10 @@
 """Thin-plate-spline spatial transformer (Jaderberg et al. 2015; Shi et al. 2016's RARE; the `TPS` stage of the
 four-stage scene-text framework): a small CNN predicts F=20 fiducial points, a TPS maps the output grid through
 them, and the image is resampled. Output size = input size; the sampling grid is cached per input size.
+
+`align_corners` is how the grid meets the pixels: False (cvlab's `tps`) puts ±1 on the outer pixel edges, the
+convention the grid's pixel-centre coordinates are written in; True (`tps_dtrb`) puts ±1 on the outer pixel
+centres, as DTRB's TPS_SpatialTransformerNetwork samples, so its weights give the same image here.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ class TPS(nn.Module):
     """Rectify (B, C, H, W) -> (B, C, H, W) through 20 predicted fiducial points."""
 
     def __init__(self, in_channels: int, cfg: BackboneCfg, norm: NormFactory, act: Callable[[], nn.Module],
-                 position: str = "before_act", points: int = 20):
+                 position: str = "before_act", points: int = 20, align_corners: bool = False):
         super().__init__()
+        self.align_corners = align_corners
         c = [scaled(w, cfg) for w in (64, 128, 256, 512)]
         self.points = points
         self.localization = nn.Sequential(
@@ -85,5 +90,5 @@ class TPS(nn.Module):
             rhs = torch.cat([pts, pts.new_zeros(B, 3, 2)], dim=1)               # (B, F+3, 2)
             coeffs = self.inv_delta @ rhs                                       # (B, F+3, 2)
             grid = (self._p_hat(H, W, x.device) @ coeffs).reshape(B, H, W, 2)   # (B, H*W, 2) -> (B, H, W, 2)
-            out = F.grid_sample(x.float(), grid, padding_mode="border", align_corners=False)
+            out = F.grid_sample(x.float(), grid, padding_mode="border", align_corners=self.align_corners)
         return out.to(x.dtype)
