@@ -10,6 +10,7 @@ from . import (
     compare,  # noqa: F401  (registers compare-norms)
     core,  # noqa: F401  (registers train, eval, config)
     data,  # noqa: F401  (registers data check, data convert, data preview)
+    export,  # noqa: F401  (registers export)
     imports,  # noqa: F401  (registers import dtrb)
     models,  # noqa: F401  (registers models list, models show)
     predict,  # noqa: F401  (registers predict)

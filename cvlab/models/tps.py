@@ -71,15 +71,21 @@ class TPS(nn.Module):
         self._grids: dict = {}
 
     def _p_hat(self, h: int, w: int, device) -> torch.Tensor:
-        """(H*W, F+3): [1, x, y, U(p - C_j)] for every output pixel centre."""
+        """(H*W, F+3): [1, x, y, U(p - C_j)] for every output pixel centre. Cached per size, except while
+        traced (ONNX/TorchScript export): there it is built from the traced size, so any width exports."""
         key = (h, w, str(device))
-        if key not in self._grids:
+        tracing = torch.jit.is_tracing()
+        if tracing or key not in self._grids:
             xs = (torch.arange(w, device=device) * 2 + 1.0) / w - 1.0
             ys = (torch.arange(h, device=device) * 2 + 1.0) / h - 1.0
             gy, gx = torch.meshgrid(ys, xs, indexing="ij")
             p = torch.stack([gx, gy], dim=-1).reshape(-1, 2)                    # (H*W, 2) as (x, y)
-            u = _rbf(torch.cdist(p, self.base.to(device)).pow(2))               # (H*W, F)
-            self._grids[key] = torch.cat([torch.ones(len(p), 1, device=device), p, u], dim=1)
+            base = self.base.to(device)
+            u = _rbf((p[:, None, :] - base[None]).pow(2).sum(-1))               # (H*W, 1, 2) - (1, F, 2) -> (H*W, F)
+            p_hat = torch.cat([torch.ones_like(p[:, :1]), p, u], dim=1)
+            if tracing:
+                return p_hat
+            self._grids[key] = p_hat
         return self._grids[key]
 
     def forward(self, x):
