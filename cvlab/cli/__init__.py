@@ -12,6 +12,7 @@ from . import (
     data,  # noqa: F401  (registers data check, data convert, data preview)
     export,  # noqa: F401  (registers export)
     imports,  # noqa: F401  (registers import dtrb)
+    lm,  # noqa: F401  (registers lm build)
     models,  # noqa: F401  (registers models list, models show)
     predict,  # noqa: F401  (registers predict)
     runs,  # noqa: F401  (registers runs, runs clean)
