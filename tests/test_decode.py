@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -143,3 +144,9 @@ def test_cli_eval_with_beam_lm_and_a_word_lexicon(tmp_path, cli):
         p = tmp_path / "e.yaml"
         p.write_text(yaml.safe_dump({**exp, "eval": {"lm": lm}}), encoding="utf-8")
         load_config(p)
+
+
+def test_missing_extra_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "flashlight.lib.text", None)  # as if not installed
+    with pytest.raises(CvlabError, match=r"cvlab\[decode\]"):
+        CTCBeam(CTCTokenizer(CHARSET))
