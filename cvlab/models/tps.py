@@ -98,3 +98,10 @@ class TPS(nn.Module):
             grid = (self._p_hat(H, W, x.device) @ coeffs).reshape(B, H, W, 2)   # (B, H*W, 2) -> (B, H, W, 2)
             out = F.grid_sample(x.float(), grid, padding_mode="border", align_corners=self.align_corners)
         return out.to(x.dtype)
+
+
+class DtrbTPS(TPS):
+    """TPS sampling as DTRB does (grid_sample align_corners=True): DTRB's TPS weights give its images."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, align_corners=True, **kwargs)
