@@ -118,6 +118,14 @@ def test_lm_build_is_normalised_and_rejects_order_one(tmp_path, cli):
     assert 10 ** score == pytest.approx(WittenBell(["hello", "help"], 3).prob("h", ("<s>",)), rel=1e-4)
     code, _, err = cli("lm", "build", tmp_path / "labels.txt", "--order", "1")
     assert code == 2 and "--order 1" in err
+    exp = tiny_experiment()  # an experiment's training labels, as the model learns them (case-folded)
+    exp["data"]["train"][0].update(size=20, words={"lexicon": 0, "random": 0, "digits": 0, "mixed": 1})
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp), encoding="utf-8")
+    info = build_lm([tmp_path / "e.yaml"], 2, tmp_path / "e.arpa")
+    assert info["labels"] == 20
+    unigrams = {line.split("\t")[1] for line in (tmp_path / "e.arpa").read_text().split("\\2-grams:")[0]
+                .split("\\1-grams:")[1].strip().splitlines()}
+    assert unigrams - {"<s>", "</s>", "<unk>"} <= set("0123456789abcdefghijklmnopqrstuvwxyz")
 
 
 def test_cli_eval_with_beam_lm_and_a_word_lexicon(tmp_path, cli):

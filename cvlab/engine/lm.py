@@ -122,14 +122,18 @@ def read_labels(paths: list[Path]) -> list[str]:
 
 
 def _experiment_labels(path: Path) -> list[str]:
+    """The training labels as the model learns them: case-folded to the charset, only its characters."""
     from ..config import load_config
+    from ..data.charset import case_fold, resolve_charset
     from .setup import datasets_for
 
     cfg = load_config(path)
+    charset = resolve_charset(cfg.data.charset)
+    fold, keep = case_fold(charset), set(charset)
     out = []
     for ds in datasets_for(cfg, "train").values():
         base = getattr(ds, "ds", ds)
-        out += [base.label(i) for i in range(len(base))]
+        out += ["".join(c for c in fold(base.label(i)) if c in keep) for i in range(len(base))]
     return out
 
 
