@@ -15,7 +15,8 @@ app.add_typer(config_app, name="config")
 
 @app.command(epilog="Examples:\n\n    cvlab train experiments/quickstart.yaml\n\n"
              "    cvlab train experiments/quickstart.yaml --set train.steps=200 --set model.norm.name=group\n\n"
-             "    cvlab train --resume runs/quickstart/20261122-101500")
+             "    cvlab train --resume runs/quickstart/20261122-101500\n\n"
+             "    cvlab train experiments/scene_text.yaml --init-from runs/quickstart")
 @guarded
 def train(
     experiment: Path = typer.Argument(None, metavar="[EXPERIMENT.yaml]", help="Experiment YAML file.",
@@ -25,6 +26,9 @@ def train(
     name: str = typer.Option(None, metavar="NAME", help="Run name (default: the experiment's `name`)."),
     resume: Path = typer.Option(None, metavar="RUN_DIR",
                                 help="Continue a run from its config.yaml and checkpoints/last.pt."),
+    init_from: Path = typer.Option(None, "--init-from", metavar="RUN_OR_CKPT",
+                                   help="Start a new run from these weights (a run, a folder of runs or a .pt "
+                                   "file): weights only, new optimizer and schedule (train.init_from)."),
 ):
     """Train an experiment; evaluates every `train.eval_every` steps and logs to TensorBoard."""
     from ..config import load_config
@@ -32,8 +36,8 @@ def train(
     from .progress import make_progress
 
     if resume is not None:
-        if experiment is not None:
-            raise CvlabError("give either EXPERIMENT or --resume RUN_DIR, not both")
+        if experiment is not None or init_from is not None:
+            raise CvlabError("give either EXPERIMENT [--init-from ...] or --resume RUN_DIR, not both")
         every = load_config(resume / "config.yaml").log.every if (resume / "config.yaml").is_file() else 1
         run_dir = resume
         cfg, metrics = resume_run(resume, set_, make_progress(err, every))
@@ -41,6 +45,8 @@ def train(
         if experiment is None:
             raise CvlabError("missing EXPERIMENT (a YAML file), or --resume RUN_DIR")
         cfg = load_config(experiment, set_)
+        if init_from is not None:
+            cfg.train.init_from = str(init_from)
         run_dir, metrics = start_run(cfg, runs_dir, name, make_progress(err, cfg.log.every))
     if metrics.get("datasets"):
         out.print(_results_table(f"{cfg.name} — step {metrics['step']} (protocol {cfg.eval.protocol})",

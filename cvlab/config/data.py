@@ -20,6 +20,8 @@ class ImageCfg(Section):
     resize: Literal["fixed", "keep_ratio"] = Field(
         "fixed", description="fixed: stretch to height×width; keep_ratio: scale to height, pad right to width"
     )
+    interpolation: Literal["bilinear", "bicubic"] = Field(
+        "bilinear", description="resampling filter of the resize (bicubic: DTRB's, set by cvlab import dtrb)")
 
 
 class FileSpec(SpecBase):

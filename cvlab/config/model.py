@@ -96,7 +96,9 @@ class HeadCfg(Section):
 
 
 class ModelCfg(Section):
-    transform: Literal["none", "tps"] = Field("none", description="tps: thin-plate-spline rectifier, 20 fiducial points")
+    transform: Literal["none", "tps", "tps_dtrb"] = Field(
+        "none", description="tps: thin-plate-spline rectifier, 20 fiducial points; tps_dtrb: the same, sampling "
+        "as DTRB does (grid_sample align_corners=True), for DTRB's weights (cvlab import dtrb)")
     backbone: BackboneCfg = BackboneCfg()
     norm: NormCfg = NormCfg()
     act: Literal["relu", "leaky_relu", "tanh", "sigmoid", "gelu"] = "relu"

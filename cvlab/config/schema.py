@@ -30,6 +30,9 @@ class TrainCfg(Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     eval_every: int = Field(500, ge=1, description="evaluate (and write last.pt, best.pt) every N steps and at the end")
+    init_from: str | None = Field(
+        None, description="start from another run's weights (a run directory, a folder of runs or a .pt file): "
+        "weights only, a new optimizer and schedule; charset changes keep the shared characters' rows")
     checkpoint_every: int = Field(
         200, ge=1, description="write last.pt every N steps whatever eval_every says: a killed run loses at most "
         "this many steps (200 ≈ 2-5 minutes of a standard CRNN on a CPU)")
@@ -43,8 +46,23 @@ class EvalCfg(Section):
     lexicon: str | None = Field(
         "dataset", description="lexicon-constrained accuracy: `dataset` (the sets' own lexicons: IIIT5K 50/1k, SVT "
         "50), a word file (one word a line) used for every sample, or null (none)")
+    decoder: Literal["greedy", "beam"] = Field(
+        "greedy", description="cvlab eval's decoding: greedy, or beam search (ctc: flashlight-text, the [decode] "
+        "extra, with eval.lm and lexicon tries; attention: plain torch). Evaluations during training stay greedy")
+    beam_size: int = Field(10, ge=1, description="beam: hypotheses kept per step (1 = greedy's answers)")
+    lm: str | None = Field(None, description="beam, ctc: a character n-gram LM (ARPA, from `cvlab lm build`)")
+    lm_weight: float = Field(0.5, ge=0, description="beam, ctc: weight of the LM's log10 score beside the "
+                             "model's natural-log score")
     batch_size: int = Field(128, ge=1)
     max_samples: int | None = Field(None, ge=1, description="evaluate at most N samples per dataset during training")
+
+
+    @field_validator("lm")
+    @classmethod
+    def _lm_needs_beam(cls, lm, info):
+        if lm is not None and info.data.get("decoder") != "beam":
+            raise ValueError("a language model is used by beam search only: set eval.decoder=beam too")
+        return lm
 
 
 class LogCfg(Section):

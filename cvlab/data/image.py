@@ -16,7 +16,7 @@ def to_tensor(img: Image.Image, image: ImageCfg) -> torch.Tensor:
         w = W
     else:  # keep_ratio: scale to the height, never wider than the canvas
         w = max(1, min(W, round(img.width * H / max(1, img.height))))
-    img = img.resize((w, H), Image.BILINEAR)
+    img = img.resize((w, H), Image.BICUBIC if image.interpolation == "bicubic" else Image.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     t = torch.from_numpy(arr.reshape(H, w, image.channels)).permute(2, 0, 1)  # (H, w, C) -> (C, H, w)
     if w < W:

@@ -15,10 +15,12 @@ from .setup import autocast
 @torch.no_grad()
 def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, device: torch.device,
              amp: str = "none", channels_last: bool = False, keep: int = 0, rows: list | None = None,
-             lexicon: str | tuple | None = "dataset") -> tuple[dict, tuple]:
+             lexicon: str | tuple | None = "dataset", decoder=None) -> tuple[dict, tuple]:
     """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids. `rows`, when a list,
     receives one dict per sample (id, label, prediction, confidence, scored strings, correct). `lexicon`:
-    "dataset" scores the sets' own lexicons, (name, words) one word list for every sample, None none."""
+    "dataset" scores the sets' own lexicons, (name, words) one word list for every sample, None none.
+    `decoder`: an `engine.decode` beam decoder (None: the head's greedy decoding); it also reads the lexicon
+    answers when it can."""
     was_training = model.training
     model.eval()
     acc = MetricAccumulator(protocol, keep_rows=rows is not None)
@@ -29,14 +31,18 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             logits = model(images)
-        ids, confs = model.decode(logits)
+        ids, confs = decoder(model, images, logits) if decoder else model.decode(logits)
         preds = [tokenizer.decode(i) for i in ids]
         if lexicon == "dataset":
             lexicons = getattr(labels, "lexicons", None)
         else:
             lexicons = [{lexicon[0]: lexicon[1]}] * len(labels) if lexicon else None
+        answers = None
+        if decoder is not None and lexicons:  # the constrained search's word (None: the nearest word)
+            answers = [{k: decoder.lexicon(logits[i], tuple(w)) for k, w in (lex or {}).items() if w}
+                       for i, lex in enumerate(lexicons)]
         first = len(acc.rows)
-        acc.update(preds, labels, confs, lexicons)
+        acc.update(preds, labels, confs, lexicons, answers)
         if rows is not None:
             indices = getattr(labels, "indices", None) or [None] * len(labels)
             ds = getattr(loader.dataset, "ds", loader.dataset)
@@ -68,6 +74,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
     from ..data.charset import resolve_charset
     from ..data.loaders import named_datasets, report_lines, report_of
     from .analysis import error_summary
+    from .decode import build_decoder
     from .evalfiles import eval_dir, load_lexicon, record, write_predictions
     from .loadrun import load_run
     from .metrics import combine
@@ -79,6 +86,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
         cfg.eval.protocol = protocol
     check_charset(cfg.eval.protocol, loaded.tokenizer.charset, "--protocol" if protocol else "eval.protocol")
     lexicon = load_lexicon(cfg.eval.lexicon)
+    decoder = build_decoder(cfg, loaded.tokenizer)
     specs = data if data else (cfg.data.test or cfg.data.val)
     sets = named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data)
     results, reported, all_rows = {}, set(), {}
@@ -92,11 +100,15 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
         rows: list = []
         results[name], _ = evaluate(loaded.model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers),
                                     loaded.tokenizer, cfg.eval.protocol, loaded.device, cfg.train.amp,
-                                    cfg.train.channels_last, rows=rows, lexicon=lexicon)
+                                    cfg.train.channels_last, rows=rows, lexicon=lexicon, decoder=decoder)
         results[name]["errors"] = error_summary(rows)
         all_rows[name] = rows
     out = {"run": str(run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
-           "protocol": cfg.eval.protocol, "lexicon": cfg.eval.lexicon, "datasets": results,
+           "protocol": cfg.eval.protocol, "lexicon": cfg.eval.lexicon,
+           "decoder": {"name": cfg.eval.decoder, **({"beam_size": cfg.eval.beam_size, "lm": cfg.eval.lm,
+                                                     "lm_weight": cfg.eval.lm_weight,
+                                                     "lexicon_fallbacks": decoder.fallbacks} if decoder else {})},
+           "datasets": results,
            "combined": combine(results)}
     folder = eval_dir(run, loaded.checkpoint, loaded.step, cfg.eval.protocol, list(sets))
     out["dir"] = str(folder)

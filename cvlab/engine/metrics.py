@@ -68,8 +68,9 @@ class MetricAccumulator:
         self._p = get_protocol(self.protocol)
 
     def update(self, preds: list[str], labels: list[str], confidences: list[float] | None = None,
-               lexicons: list[dict | None] | None = None) -> None:
-        """`lexicons[i]`, when given, maps lexicon names to sample i's word list."""
+               lexicons: list[dict | None] | None = None, answers: list[dict] | None = None) -> None:
+        """`lexicons[i]`, when given, maps lexicon names to sample i's word list; `answers[i]`, when given, to
+        the word a lexicon-constrained decoder read (else the word nearest the prediction is the answer)."""
         for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
             conf = float(confidences[i]) if confidences is not None else None
             g, why = self._p.label(label)
@@ -97,7 +98,9 @@ class MetricAccumulator:
             for name, words in ((lexicons[i] or {}) if lexicons else {}).items():
                 if words:
                     self.lex_samples[name] = self.lex_samples.get(name, 0) + 1
-                    answer = lex_answers[name] = lexicon_answer(p, tuple(words), self.protocol)
+                    given = answers[i].get(name) if answers else None
+                    answer = lex_answers[name] = normalize(given, self.protocol) if given is not None else \
+                        lexicon_answer(p, tuple(words), self.protocol)
                     self.lex_correct[name] = self.lex_correct.get(name, 0) + (answer == g)
             if self.keep_rows:
                 self.rows.append({"label": label, "prediction": pred, "confidence": conf, "status": "scored",

@@ -88,10 +88,12 @@ def collect(inputs: list[str]) -> list[Source]:
 def predict(run_or_ckpt, inputs: list[str], checkpoint: str | None = None, batch_size: int = 64,
             overrides: tuple[str, ...] = ()) -> list[dict]:
     """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images)."""
+    from .decode import build_decoder
     from .loadrun import load_run
 
     loaded = load_run(run_or_ckpt, checkpoint, overrides)
     cfg, model = loaded.cfg, loaded.model
+    decoder = build_decoder(cfg, loaded.tokenizer)  # eval.decoder: beam reads with beam search (and eval.lm)
     sources = collect(inputs)
     rows: list[dict] = []
     for start in range(0, len(sources), batch_size):
@@ -113,7 +115,7 @@ def predict(run_or_ckpt, inputs: list[str], checkpoint: str | None = None, batch
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(loaded.device, cfg.train.amp):
             logits = model(x)
-        ids, confs = model.decode(logits)
+        ids, confs = decoder(model, x, logits) if decoder else model.decode(logits)
         for row, i, c in zip(batch, ids, confs, strict=True):
             row["text"], row["confidence"] = loaded.tokenizer.decode(i), float(c)
     return rows

@@ -23,6 +23,7 @@ from ..errors import CvlabError
 from ..models import build_model
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate
+from .init import init_weights
 from .optim import build_optimizer, build_scheduler
 from .preflight import fit_training_labels, preflight
 from .progress import NullProgress, Progress
@@ -99,6 +100,7 @@ class Session:
     scaler: torch.amp.GradScaler
     step: int = 0
     best: float = -1.0
+    init_report: dict | None = None  # what train.init_from loaded (engine.init), written to the run
 
     def state(self) -> dict:
         """The exact state of this step: resuming from it continues bit for bit as if never stopped."""
@@ -127,7 +129,7 @@ class Session:
         save_checkpoint(self.state(), path)
 
 
-def prepare(cfg: Experiment, progress: Progress | None = None) -> Session:
+def prepare(cfg: Experiment, progress: Progress | None = None, init: bool = True) -> Session:
     """Build and check everything `cfg` trains with; writes nothing. Every problem the config or data can
     cause is a CvlabError here, before a run directory exists."""
     progress = progress or NullProgress()
@@ -153,6 +155,7 @@ def prepare(cfg: Experiment, progress: Progress | None = None) -> Session:
         for line in report_lines(ds):  # dropped/adjusted samples, characters the charset cannot encode
             progress.message(f"  {name}: {line}")
     model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    init_report = init_weights(model, cfg, tokenizer, progress) if init else None  # train.init_from
     checked = preflight(model, cfg, device, progress)  # impossible combinations stop here (exit 2); reports group adjustments
     train_sets = fit_training_labels(train_sets, cfg, tokenizer, checked["steps"], progress)  # no zero-loss labels
     if t.channels_last:
@@ -165,7 +168,7 @@ def prepare(cfg: Experiment, progress: Progress | None = None) -> Session:
         progress.message(f"augment: {augment.describe()}")
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     return Session(cfg, device, tokenizer, train_sets, val_sets, model, optimizer, scheduler, augment,
-                   augment.learned, scaler)
+                   augment.learned, scaler, init_report=init_report)
 
 
 def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False,
@@ -186,11 +189,13 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
             raise refuse(run_dir, owner)
         state = load_checkpoint(last, map_location="cpu")
         check_resume(state.get("config"), cfg, last)
-    s = session or prepare(cfg, progress)
+    s = session or prepare(cfg, progress, init=state is None)  # a resumed run has its own weights
     if state is not None:
         s.restore(state, last)
         progress.message(f"resuming {run_dir} at step {s.step}")
     with open_run(run_dir, cfg, str(s.device), progress, step=lambda: s.step):
+        if s.init_report and state is None:
+            write_json(s.init_report, run_dir / "init_from.json")
         return _loop(s, run_dir, progress, probe)
 
 

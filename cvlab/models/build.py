@@ -13,11 +13,11 @@ from .heads import HEADS
 from .norms import apply_weight_norm, make_act, make_norm
 from .resnet import ResNet
 from .sequence import SEQUENCES
-from .tps import TPS
+from .tps import TPS, DtrbTPS
 from .vgg import VGG
 
 BACKBONES = {"alexnet": AlexNet, "vgg": VGG, "googlenet": GoogLeNet, "resnet": ResNet}
-TRANSFORMS = {"none": None, "tps": TPS}
+TRANSFORMS = {"none": None, "tps": TPS, "tps_dtrb": DtrbTPS}
 DEFAULT_HIDDEN = {"tiny": 96, "small": 192, "standard": 256}
 
 

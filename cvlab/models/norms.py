@@ -35,7 +35,7 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x):
         x = x.permute(0, 2, 3, 1)                         # (B, C, H, W) -> (B, H, W, C)
-        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        x = F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)  # a constant shape: exports
         return x.permute(0, 3, 1, 2)                      # (B, H, W, C) -> (B, C, H, W)
 
     def extra_repr(self) -> str:

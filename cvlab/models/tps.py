@@ -1,6 +1,10 @@
 """Thin-plate-spline spatial transformer (Jaderberg et al. 2015; Shi et al. 2016's RARE; the `TPS` stage of the
 four-stage scene-text framework): a small CNN predicts F=20 fiducial points, a TPS maps the output grid through
 them, and the image is resampled. Output size = input size; the sampling grid is cached per input size.
+
+`align_corners` is how the grid meets the pixels: False (cvlab's `tps`) puts ±1 on the outer pixel edges, the
+convention the grid's pixel-centre coordinates are written in; True (`tps_dtrb`) puts ±1 on the outer pixel
+centres, as DTRB's TPS_SpatialTransformerNetwork samples, so its weights give the same image here.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ class TPS(nn.Module):
     """Rectify (B, C, H, W) -> (B, C, H, W) through 20 predicted fiducial points."""
 
     def __init__(self, in_channels: int, cfg: BackboneCfg, norm: NormFactory, act: Callable[[], nn.Module],
-                 position: str = "before_act", points: int = 20):
+                 position: str = "before_act", points: int = 20, align_corners: bool = False):
         super().__init__()
+        self.align_corners = align_corners
         c = [scaled(w, cfg) for w in (64, 128, 256, 512)]
         self.points = points
         self.localization = nn.Sequential(
@@ -66,15 +71,21 @@ class TPS(nn.Module):
         self._grids: dict = {}
 
     def _p_hat(self, h: int, w: int, device) -> torch.Tensor:
-        """(H*W, F+3): [1, x, y, U(p - C_j)] for every output pixel centre."""
+        """(H*W, F+3): [1, x, y, U(p - C_j)] for every output pixel centre. Cached per size, except while
+        traced (ONNX/TorchScript export): there it is built from the traced size, so any width exports."""
         key = (h, w, str(device))
-        if key not in self._grids:
+        tracing = torch.jit.is_tracing()
+        if tracing or key not in self._grids:
             xs = (torch.arange(w, device=device) * 2 + 1.0) / w - 1.0
             ys = (torch.arange(h, device=device) * 2 + 1.0) / h - 1.0
             gy, gx = torch.meshgrid(ys, xs, indexing="ij")
             p = torch.stack([gx, gy], dim=-1).reshape(-1, 2)                    # (H*W, 2) as (x, y)
-            u = _rbf(torch.cdist(p, self.base.to(device)).pow(2))               # (H*W, F)
-            self._grids[key] = torch.cat([torch.ones(len(p), 1, device=device), p, u], dim=1)
+            base = self.base.to(device)
+            u = _rbf((p[:, None, :] - base[None]).pow(2).sum(-1))               # (H*W, 1, 2) - (1, F, 2) -> (H*W, F)
+            p_hat = torch.cat([torch.ones_like(p[:, :1]), p, u], dim=1)
+            if tracing:
+                return p_hat
+            self._grids[key] = p_hat
         return self._grids[key]
 
     def forward(self, x):
@@ -85,5 +96,12 @@ class TPS(nn.Module):
             rhs = torch.cat([pts, pts.new_zeros(B, 3, 2)], dim=1)               # (B, F+3, 2)
             coeffs = self.inv_delta @ rhs                                       # (B, F+3, 2)
             grid = (self._p_hat(H, W, x.device) @ coeffs).reshape(B, H, W, 2)   # (B, H*W, 2) -> (B, H, W, 2)
-            out = F.grid_sample(x.float(), grid, padding_mode="border", align_corners=False)
+            out = F.grid_sample(x.float(), grid, padding_mode="border", align_corners=self.align_corners)
         return out.to(x.dtype)
+
+
+class DtrbTPS(TPS):
+    """TPS sampling as DTRB does (grid_sample align_corners=True): DTRB's TPS weights give its images."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, align_corners=True, **kwargs)
