@@ -49,10 +49,14 @@ def test_sibling_runs_with_identical_tags(compared):
         steps = json.loads((d / "metrics.json").read_text())["step"]
         assert steps == (2 if "bs=4" in name else 4)  # same samples seen
         cfg = load_config(d / "config.yaml")
-        assert cfg.train.lr == pytest.approx(1e-3 * cfg.train.batch_size / 4)  # linear lr scaling
+        ratio = cfg.train.batch_size / 4
+        assert cfg.train.lr == pytest.approx(1e-3 * ratio ** 0.5)  # AdamW: square-root scaling by default
+        assert cfg.train.betas[1] == pytest.approx(1 - ratio * 0.001)  # and the betas' horizon in samples
+        assert cfg.train.checkpoint_every == 200 / ratio
     assert all(t == tags[0] for t in tags) and all(hparams)
-    assert {"train/loss", "val/val/word_acc", "grad/first_layer_norm", "grad/last_layer_norm",
-            "smoothness/loss_variation", "smoothness/beta_smoothness"} <= tags[0]
+    assert {"train/loss", "val/val/word_acc", "grad/first_layer_norm", "grad/last_layer_norm", "grad/clipped_share",
+            "smoothness/loss_variation", "smoothness/beta_smoothness", "smoothness/update_beta_smoothness",
+            "smoothness/update_loss_variation", "norm/nhw_min"} <= tags[0]
 
 
 def test_summary_report_and_plots(compared):
@@ -68,7 +72,11 @@ def test_summary_report_and_plots(compared):
     assert len(summary["variants"]) == 4 and len(summary["table"]) == 4
     report = (out / "report.md").read_text()
     assert "| batch | 2 |" in report and "Δ vs batch" in report and "smoothness" in report
-    for png in ("val_acc_vs_step.png", "acc_vs_batch_size.png"):
+    assert "## Protocol" in report and "sqrt scaling" in report and "(sqrt)" in report  # the rule, stated
+    assert "no difference in this table is resolved" in report  # one seed
+    bn_rows = [line for line in report.splitlines() if line.startswith("| batch | 2 | `")]
+    assert bn_rows and all("| 128 |" in line or "| 256 |" in line or "| 512 |" in line for line in bn_rows)
+    for png in ("val_acc_vs_step.png", "acc_vs_batch_size.png", "acc_vs_nhw.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
 
 
@@ -125,15 +133,21 @@ def test_interrupted_variant_resumes(tmp_path):
 
 
 def test_variants_scale_steps_intervals_and_lr(tmp_path):
-    base = load_config(_exp(tmp_path, steps=100, eval_every=50, warmup_steps=10, lr=0.004))
-    vs = {(v.norm, v.batch_size, v.seed): v.cfg for v in make_variants(base, ["batch", "layer"], [32, 8], 2)}
-    assert len(vs) == 8
+    base = load_config(_exp(tmp_path, steps=100, eval_every=50, warmup_steps=10, lr=0.004, checkpoint_every=30))
+    made = make_variants(base, ["batch", "layer", "batch_renorm"], [32, 8], 2, smooth_every=5)
+    vs = {(v.norm, v.batch_size, v.seed): v.cfg for v in made}
+    assert len(vs) == 12
     small, big = vs[("batch", 8, 1)], vs[("batch", 32, 0)]
     assert (big.train.steps, small.train.steps) == (100, 400)
-    assert (small.train.eval_every, small.train.warmup_steps, small.log.every) == (200, 40, 4)
-    assert (big.train.lr, small.train.lr) == (0.004, 0.001) and small.seed == 1
+    assert (small.train.eval_every, small.train.warmup_steps, small.log.every, small.train.checkpoint_every) == \
+        (200, 40, 4, 120)
+    assert (big.train.lr, small.train.lr) == (0.004, 0.002) and small.seed == 1  # AdamW: sqrt
     assert small.model.norm.name == "batch" and vs[("layer", 8, 0)].model.norm.name == "layer"
-    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling=False)[1].cfg.train.lr == 0.004
+    assert vs[("batch_renorm", 8, 0)].model.norm.renorm_warmup == 4000  # the relaxation, in samples
+    assert vs[("batch_renorm", 32, 0)].model.norm.renorm_warmup == 1000
+    assert {v.smooth_every for v in made if v.batch_size == 8} == {20}
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="none")[1].cfg.train.lr == 0.004
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="linear")[1].cfg.train.lr == 0.001
 
 
 def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
