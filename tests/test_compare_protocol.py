@@ -128,6 +128,16 @@ def test_probe_logs_values_per_statistic_at_the_runs_batch_size(norm, own):
     assert statistic_sizes(model, lambda: model(torch.rand(6, 1, 32, 64)))["backbone.features.8.1"]["nhw"] == 384
 
 
+def test_the_quick_comparison_rests_bn_on_100_values_at_batch_2():
+    """experiments/compare_norms_quick.yaml's design: VGG-11's last convs see 2×25 maps at 32×100."""
+    from cvlab.config import load_config
+
+    cfg = load_config("experiments/compare_norms_quick.yaml")
+    model = build_model(cfg.model, tokenizer_for(cfg).num_classes, 1).train()
+    sizes = statistic_sizes(model, lambda: model(torch.rand(2, 1, 32, 100)))
+    assert min(s["nhw"] for s in sizes.values()) == 100 and max(s["nhw"] for s in sizes.values()) == 6400
+
+
 # --------------------------------------------------------------------------------------------- placements
 
 def _alexnet(norm: dict, **backbone) -> nn.Module:

@@ -182,8 +182,8 @@ class Probe:
     def __call__(self, step: int, model, loss_fn, optimizer=None) -> dict:
         out = {}
         if self.grad_clip:
-            total = _norm([p.grad for p in model.parameters() if p.grad is not None])
-            self._clipped += total > self.grad_clip
+            total = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+            self._clipped += total > self.grad_clip  # the norm clip_grad_norm_ compares, not yet clipped
             self._seen += 1
         if step == 1:
             sizes = statistic_sizes(model, loss_fn)
