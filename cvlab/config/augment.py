@@ -140,6 +140,9 @@ class LearnedSpec(OpSpec):
     radius: float = Field(0.25, ge=0, le=0.5, description="max move of each fiducial point, as a share of the "
                                                           "image height")
     lr: float = Field(1e-3, gt=0, description="the agent's Adam learning rate")
+    explore: float = Field(0.5, gt=0, le=1, description="exploration: the share of the agent's own per-point moves "
+                           "changed to another move, giving the alternative it is compared with (our default; "
+                           "the paper perturbs the prediction without a published rate)")
 
 
 AUGMENT_SPECS = (RotateSpec, AffineSpec, PerspectiveSpec, ElasticSpec, TextDistortSpec, TextStretchSpec,

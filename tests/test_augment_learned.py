@@ -1,0 +1,49 @@
+"""Learn to Augment as the paper's Algorithm 1: exploration perturbs the agent's own moves, and both warps are
+scored under the same following ops."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import TypeAdapter
+
+from cvlab.augment import build_pipeline, step_generator
+from cvlab.config.augment import AugmentSpec
+
+torch.set_num_threads(1)
+
+
+def _pipe(*specs):
+    return build_pipeline([TypeAdapter(AugmentSpec).validate_python(s) for s in specs]).train()
+
+
+def _images(b: int = 8) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    x = 0.8 + 0.2 * torch.rand(b, 1, 32, 100, generator=g)
+    for i in range(b):
+        x[i, :, 8:24, 10 + i:90:9] = 0.0  # vertical strokes, a different phase per image
+    return x
+
+
+def test_exploration_perturbs_the_agents_own_moves():
+    pipe = _pipe({"op": "learned", "explore": 0.25})
+    agent = pipe.learned
+    with torch.no_grad():  # a confident agent: 'forward' for every point, so its moves are not a uniform draw
+        agent.agent.head.bias.copy_(torch.tensor([0.0, 0.0, 8.0]).repeat(agent.agent.points * 2))
+    pipe(_images(64), step_generator(0, 0))
+    own, explored = agent.last["states"], agent.last["explored_states"]
+    assert (own == 2).float().mean() > 0.99
+    changed = explored != own
+    assert 0.2 < changed.float().mean() < 0.3  # about `explore` of the moves
+    assert ((explored == own) | changed).all() and (explored[~changed] == 2).all()
+
+
+def test_explored_batch_goes_through_the_same_following_ops():
+    # with (almost) no exploration the explored batch must come out exactly like the trained batch: same warp,
+    # same noise, same blur parameters after the learned op
+    pipe = _pipe({"op": "learned", "p": 0.5, "explore": 1e-9}, {"op": "noise", "std": 0.1},
+                 {"op": "gaussian_blur", "p": 1.0})
+    x = _images()
+    out = pipe(x, step_generator(0, 3))
+    assert torch.equal(pipe.learned.last["states"], pipe.learned.last["explored_states"])
+    torch.testing.assert_close(pipe.learned.last["explored"], out, atol=0, rtol=0)
+    assert not torch.equal(out, x)
