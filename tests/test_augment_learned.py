@@ -29,7 +29,7 @@ def test_exploration_perturbs_the_agents_own_moves():
     agent = pipe.learned
     with torch.no_grad():  # a confident agent: 'forward' for every point, so its moves are not a uniform draw
         agent.agent.head.bias.copy_(torch.tensor([0.0, 0.0, 8.0]).repeat(agent.agent.points * 2))
-    pipe(_images(64), step_generator(0, 0))
+    pipe(_images(32), step_generator(0, 0))
     own, explored = agent.last["states"], agent.last["explored_states"]
     assert (own == 2).float().mean() > 0.99
     changed = explored != own
@@ -47,3 +47,24 @@ def test_explored_batch_goes_through_the_same_following_ops():
     assert torch.equal(pipe.learned.last["states"], pipe.learned.last["explored_states"])
     torch.testing.assert_close(pipe.learned.last["explored"], out, atol=0, rtol=0)
     assert not torch.equal(out, x)
+
+
+def test_mls_warp_moves_content_to_the_destination_and_is_exact_at_rest():
+    from cvlab.augment.textwarp import fiducial_points, mls_warp
+
+    x = _images(2)
+    src = fiducial_points(4, x)
+    torch.testing.assert_close(mls_warp(x, src, src.expand(2, -1, -1)), x, atol=1e-5, rtol=0)
+    shifted = src + torch.tensor([5 * 2 / 100, 0.0])  # every point 5 px right: a pure shift
+    y = mls_warp(x, src, shifted.expand(2, -1, -1))
+    torch.testing.assert_close(y[..., 5:], x[..., :-5], atol=1e-4, rtol=0)
+
+
+def test_every_text_warp_runs_through_mls():
+    x = _images(4)
+    for op in ("text_distort", "text_stretch", "text_perspective", "learned"):
+        pipe = _pipe({"op": op, "p": 1.0, "warp": "mls"})
+        y = pipe(x, step_generator(0, 1))
+        assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and not torch.equal(y, x), op
+        z = _pipe({"op": op, "p": 1.0, "warp": "tps"})(x, step_generator(0, 1))
+        assert (y - z).abs().mean() < 0.1, op  # the same moves: two interpolations of one deformation

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Op
-from .textwarp import fiducial_points, to_normalized, tps_warp
+from .textwarp import WARPS, fiducial_points, to_normalized
 
 STATES = 3  # per point and axis: move back, stay, move forward
 
@@ -92,7 +92,7 @@ class LearnedWarp(Op):
         src = fiducial_points(self.spec.segments, x).float()
         moves = (states - 1).float() * distance * (self.spec.radius * h)  # pixels
         dst = (src + to_normalized(moves, h, w)).clamp(-1, 1)  # clamped: every point stays inside the image
-        return tps_warp(x, src, dst)
+        return WARPS[self.spec.warp](x, src, dst)
 
     def apply(self, x, params):
         with torch.no_grad():

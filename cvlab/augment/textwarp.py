@@ -1,6 +1,7 @@
 """Text warps from "Learn to Augment" (Luo et al., CVPR 2020): fiducial points on the top and bottom borders cut
-the image into `segments`; moving them and warping with a thin-plate spline bends, stretches or tilts the text
-while keeping it one smooth, readable line.
+the image into `segments`; moving them and warping with a thin-plate spline (`warp: tps`) or with the similarity
+moving-least-squares deformation of the authors' tool (`warp: mls`) bends, stretches or tilts the text while
+keeping it one smooth, readable line.
 
 Points live in grid_sample's normalized frame (align_corners=False: the image spans [-1, 1] edge to edge),
 ordered as the top row left to right, then the bottom row left to right: (2 * (segments + 1), 2) as (x, y).
@@ -56,6 +57,38 @@ def tps_warp(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Ten
     return out.to(x.dtype).clamp(0, 1)
 
 
+def mls_warp(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Warp `x` (B, C, H, W) so that what sits at `src` (K, 2) lands on `dst` (B, K, 2), normalized frame, by the
+    similarity moving-least-squares deformation (Schaefer et al. 2006) that the authors' augmentation tool
+    (WarpMLS) uses: every output pixel v is mapped back by the similarity transform fitted to dst -> src with
+    weights 1/|dst_k − v|². The tool evaluates it on a 100-pixel grid and interpolates between nodes; here it is
+    evaluated at every pixel."""
+    b, _, h, w = x.shape
+    scale = torch.tensor([w / 2, h / 2], device=x.device)  # pixel units: the 1/d² weights must be isotropic
+    v = create_meshgrid(h, w, True, x.device, torch.float32, align_corners=False).reshape(1, h * w, 2) * scale
+    p = dst.float() * scale                                    # (B, K, 2) control points, output side
+    q = src.float().expand(b, -1, -1) * scale                  # (B, K, 2) where they come from
+    wk = 1.0 / ((v[:, :, None] - p[:, None]) ** 2).sum(-1).clamp_min(1e-8)   # (B, N, K)
+    sw = wk.sum(-1, keepdim=True)
+    p_star = wk @ p / sw                                       # (B, N, 2)
+    q_star = wk @ q / sw
+    ph = p[:, None] - p_star[:, :, None]                       # (B, N, K, 2)
+    qh = q[:, None] - q_star[:, :, None]
+    vp = (v - p_star)[:, :, None]                              # (B, N, 1, 2)
+    mu = (wk * (ph ** 2).sum(-1)).sum(-1, keepdim=True).clamp_min(1e-12)    # (B, N, 1)
+    a = (ph * vp).sum(-1)                                      # p̂·(v − p*)
+    c = (ph[..., 0] * vp[..., 1] - ph[..., 1] * vp[..., 0])    # p̂⊥·(v − p*), p̂⊥ = (−p̂y, p̂x)
+    fx = (wk * (a * qh[..., 0] - c * qh[..., 1])).sum(-1, keepdim=True) / mu
+    fy = (wk * (c * qh[..., 0] + a * qh[..., 1])).sum(-1, keepdim=True) / mu
+    coords = (torch.cat([fx, fy], -1) + q_star) / scale        # (B, N, 2), normalized
+    out = F.grid_sample(x.float(), coords.view(b, h, w, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.to(x.dtype).clamp(0, 1)
+
+
+WARPS = {"tps": tps_warp, "mls": mls_warp}
+
+
 class TextWarp(Op):
     """Shared by the three warps: subclasses say how far each fiducial point moves, in pixels."""
 
@@ -67,7 +100,7 @@ class TextWarp(Op):
         return {"dst": fiducial_points(self.spec.segments, x) + to_normalized(self.moves(x, gen), h, w)}
 
     def apply(self, x, params):
-        return tps_warp(x, fiducial_points(self.spec.segments, x), params["dst"])
+        return WARPS[self.spec.warp](x, fiducial_points(self.spec.segments, x), params["dst"])
 
 
 class TextDistort(TextWarp):

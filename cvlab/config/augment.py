@@ -58,6 +58,8 @@ class ElasticSpec(OpSpec):
 
 class TextDistortSpec(OpSpec):
     op: Literal["text_distort"] = "text_distort"
+    warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
+                                        "squares, the deformation of the authors' augmentation tool")
     segments: int = Field(4, ge=1, le=64, description="the borders are cut into this many segments")
     radius: float = Field(0.25, ge=0, le=0.5, description="max move of a corner point (inner points: half), as a "
                                                           "share of the image height; inward, so points stay inside")
@@ -65,6 +67,8 @@ class TextDistortSpec(OpSpec):
 
 class TextStretchSpec(OpSpec):
     op: Literal["text_stretch"] = "text_stretch"
+    warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
+                                        "squares, the deformation of the authors' augmentation tool")
     segments: int = Field(4, ge=1, le=64)
     radius: float = Field(0.4, ge=0, lt=0.5, description="max horizontal move of each inner boundary, as a "
                                                          "share of the segment width (< 0.5 keeps glyph order)")
@@ -72,6 +76,8 @@ class TextStretchSpec(OpSpec):
 
 class TextPerspectiveSpec(OpSpec):
     op: Literal["text_perspective"] = "text_perspective"
+    warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
+                                        "squares, the deformation of the authors' augmentation tool")
     segments: int = Field(4, ge=1, le=64)
     radius: float = Field(0.3, ge=0, lt=0.5, description="max vertical move of each corner toward the other "
                                                          "row, as a share of the image height")
@@ -135,6 +141,8 @@ class LearnedSpec(OpSpec):
     """Fiducial-point moves predicted by an agent network trained jointly with the recognizer."""
 
     op: Literal["learned"] = "learned"
+    warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
+                                        "squares, the deformation of the authors' augmentation tool")
     p: float = Field(1.0, ge=0, le=1, description="probability of applying the op to each image of a batch")
     segments: int = Field(4, ge=1, le=64)
     radius: float = Field(0.25, ge=0, le=0.5, description="max move of each fiducial point, as a share of the "
