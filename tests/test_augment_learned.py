@@ -68,3 +68,48 @@ def test_every_text_warp_runs_through_mls():
         assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and not torch.equal(y, x), op
         z = _pipe({"op": op, "p": 1.0, "warp": "tps"})(x, step_generator(0, 1))
         assert (y - z).abs().mean() < 0.1, op  # the same moves: two interpolations of one deformation
+
+
+def test_the_agents_warps_get_harder_for_a_fixed_recognizer():
+    """The agent's expected difficulty (recognizer loss under its policy, fixed distances) rises as it learns."""
+    from cvlab.augment.learned import STATES, per_sample_loss
+    from cvlab.config import ModelCfg
+    from cvlab.data.tokenizer import CTCTokenizer
+    from cvlab.models import build_model
+
+    tok = CTCTokenizer("0123456789")
+    cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny", "width": 0.5},
+                                   "sequence": {"name": "none"}, "norm": {"name": "group", "groups": 4}})
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.num_classes)
+    targets, lengths = tok.encode_batch(["1234", "5678", "9012", "3456", "7890", "1357", "2468", "0246"])
+    x = _images()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):  # a recognizer fitted to the clean images, so warps can hurt it; then it stays fixed
+        opt.zero_grad()
+        model.loss(model(x), targets, lengths).backward()
+        opt.step()
+    model.eval()
+    pipe = _pipe({"op": "learned", "lr": 0.1, "radius": 0.4})
+    agent = pipe.learned
+
+    @torch.no_grad()
+    def difficulty() -> float:
+        g = torch.Generator().manual_seed(5)  # the same draws before and after
+        probs = agent.agent(x).softmax(-1)
+        losses = []
+        for _ in range(8):
+            u = torch.rand(probs.shape[:-1], generator=g)
+            states = (u.unsqueeze(-1) > probs.cumsum(-1)).sum(-1).clamp(max=STATES - 1)
+            warped = agent.warp(x, states, torch.full(states.shape, 0.75))
+            losses.append(per_sample_loss(model, model(warped), targets, lengths).mean())
+        return torch.stack(losses).mean().item()
+
+    before = difficulty()
+    for step in range(100):
+        augmented = pipe(x, step_generator(0, step))
+        with torch.no_grad():
+            logits = model(augmented)
+        agent.learn(model, logits, targets, lengths)
+    after = difficulty()
+    assert after > 1.03 * before, (before, after)  # +7 % here (+10 %, +4.5 % with seeds 1 and 2)

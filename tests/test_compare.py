@@ -1,15 +1,15 @@
-"""compare-norms: sibling runs, summary, plots, report; resume; divergence and failures; the smoothness probe."""
+"""compare-norms: sibling runs, summary, plots, report; resume; divergence and failures; the probes' tags
+(the probes themselves: test_compare_protocol.py)."""
 
 import csv
 import json
 
 import pytest
-import torch
 import yaml
 from conftest import tiny_experiment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cvlab.compare import compare_norms, make_variants, smoothness
+from cvlab.compare import compare_norms, make_variants
 from cvlab.config import load_config
 
 NAMES = ["norm=batch,bs=4,seed=0", "norm=group,bs=4,seed=0", "norm=batch,bs=2,seed=0", "norm=group,bs=2,seed=0"]
@@ -155,33 +155,6 @@ def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
     assert code == 2
     assert "groupp" in err and "group" in err and "instance" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.parametrize("norm", ["batch", "group"])
-def test_smoothness_probe_is_finite_and_leaves_everything_exactly(norm, tmp_path):
-    from cvlab.engine.setup import tokenizer_for
-    from cvlab.models import build_model
-
-    cfg = load_config(_exp(tmp_path), [f"model.norm.name={norm}"])
-    tok = tokenizer_for(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, tok.num_classes, 1).train()
-    images = torch.rand(4, 1, 32, 64)
-    targets, lengths = tok.encode_batch(["abc", "de", "fgh", "ij"])
-
-    def loss_fn():
-        return model.loss(model(images, targets, lengths), targets, lengths)
-
-    loss_fn().backward()  # .grad as the training loop leaves it before the optimizer step
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = [p.grad.clone() for p in model.parameters()]
-    rng = torch.get_rng_state()
-    out = smoothness(model, loss_fn)
-    assert set(out) == {"loss_variation", "grad_change", "beta_smoothness", "grad_norm"}
-    assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in out.values())
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # weights and BN stats, bit for bit
-    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True))
-    assert torch.equal(rng, torch.get_rng_state()) and model.training
 
 
 def test_jobs_run_variants_in_worker_processes(tmp_path):

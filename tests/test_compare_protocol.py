@@ -54,9 +54,8 @@ def test_variants_take_the_optimizers_rule_and_refuse_unknown_ones():
 
 # --------------------------------------------------------------------------------------------- exact probes
 
-def _alexnet_with_dropout():
-    cfg = _cfg(model={"backbone": {"name": "alexnet", "size": "tiny", "width": 0.5, "dropout": 0.5},
-                      "norm": {"name": "batch"}, "sequence": {"hidden": 16, "layers": 1}, "dropout": 0.5})
+def _model_and_loss(cfg: Experiment):
+    """The model in train mode and one fixed batch's loss as the training loop's probe gets it."""
     tok = tokenizer_for(cfg)
     torch.manual_seed(0)
     model = build_model(cfg.model, tok.num_classes, 1).train()
@@ -66,7 +65,28 @@ def _alexnet_with_dropout():
     def loss_fn():
         return model.loss(model(images, targets, lengths), targets, lengths)
 
-    return cfg, model, loss_fn
+    return model, loss_fn
+
+
+def _alexnet_with_dropout():
+    cfg = _cfg(model={"backbone": {"name": "alexnet", "size": "tiny", "width": 0.5, "dropout": 0.5},
+                      "norm": {"name": "batch"}, "sequence": {"hidden": 16, "layers": 1}, "dropout": 0.5})
+    return (cfg, *_model_and_loss(cfg))
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_smoothness_probe_is_finite_and_leaves_everything_exactly(norm):
+    model, loss_fn = _model_and_loss(_cfg(model={"norm": {"name": norm}}))
+    loss_fn().backward()  # .grad as the training loop leaves it before the optimizer step
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    out = smoothness(model, loss_fn)
+    assert set(out) == {"loss_variation", "grad_change", "beta_smoothness", "grad_norm"}
+    assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in out.values())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # weights and BN stats, bit for bit
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True))
+    assert torch.equal(rng, torch.get_rng_state()) and model.training
 
 
 def test_probe_with_dropout_gives_zero_gradient_change_at_a_vanishing_step():
