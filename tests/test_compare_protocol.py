@@ -122,10 +122,10 @@ def test_optimizer_update_is_the_real_step_and_restores_everything():
     opt.step()
     assert all(torch.equal(p.detach() - w, d) for p, w, d in zip(params, before, delta, strict=True))
     # and the probe measures along it, at distances in units of that step
-    probe = Probe(1, 1, cfg.train.grad_clip)
+    probe = Probe(1, 1, cfg.train.grad_clip, opt)
     opt.zero_grad()
     loss_fn().backward()
-    out = probe(2, model, loss_fn, opt)
+    out = probe(2, model, loss_fn)
     assert out["smoothness/update_norm"] > 0 and math.isfinite(out["smoothness/update_beta_smoothness"])
     assert 0 <= out["grad/clipped_share"] <= 1
 

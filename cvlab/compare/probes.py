@@ -172,14 +172,16 @@ def _layer_grads(model) -> tuple[float, float]:
 
 class Probe:
     """For `train(probe=...)`: gradient norms and the share of steps grad_clip cut (every `grad_every` steps),
-    the statistic sizes (at step 1), smoothness (every `smooth_every`, along the gradient and, given the
-    optimizer, along its actual update)."""
+    the statistic sizes (at step 1), smoothness (every `smooth_every`, along the gradient and, given the run's
+    optimizer, the session's, along its actual update)."""
 
-    def __init__(self, grad_every: int, smooth_every: int, grad_clip: float | None = None):
+    def __init__(self, grad_every: int, smooth_every: int, grad_clip: float | None = None, optimizer=None):
         self.grad_every, self.smooth_every, self.grad_clip = grad_every, smooth_every, grad_clip
+        self.optimizer = optimizer
         self._clipped = self._seen = 0
 
-    def __call__(self, step: int, model, loss_fn, optimizer=None) -> dict:
+    def __call__(self, step: int, model, loss_fn) -> dict:
+        optimizer = self.optimizer
         out = {}
         if self.grad_clip:
             total = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))

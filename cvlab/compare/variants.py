@@ -136,7 +136,7 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
     Module-level so `--jobs` can run it in a worker process."""
     from ..engine.checkpoint import write_json
     from ..engine.setup import pick_device
-    from ..engine.train import Diverged, TrainingInterrupted, train
+    from ..engine.train import Diverged, TrainingInterrupted, prepare, train
 
     cfg = Experiment.model_validate(cfg_json)
     run_dir = Path(run_dir)
@@ -146,9 +146,11 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        probe = Probe(cfg.log.every, smooth_every, cfg.train.grad_clip)
+        progress = progress or NullProgress()
+        session = prepare(cfg, progress)  # writes nothing; the probe needs its optimizer
+        probe = Probe(cfg.log.every, smooth_every, cfg.train.grad_clip, session.optimizer)
         # the engine writes the run (config.yaml, env.json, lock), as for any other run
-        train(cfg, run_dir, progress or NullProgress(), resume=resume, probe=probe)
+        train(cfg, run_dir, progress, resume=resume, probe=probe, session=session)
         rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir),
                "bn_layers": bn_layer_stats(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type)}
     except Diverged as e:

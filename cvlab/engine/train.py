@@ -173,9 +173,9 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     """Train `cfg` in `run_dir` (created when missing; config.yaml, env.json and the lock are written here);
     returns the last metrics.json content. `resume`: continue from checkpoints/last.pt when there is one, after
     checking the config against it. `session`: an already prepared `prepare(cfg)` (start_run checks before it
-    creates the folder). `probe(step, model, loss_fn, optimizer) -> {tag: value}` (compare-norms' measurements) is
-    called after every backward, before clipping and the optimizer step; it must leave weights, gradients,
-    buffers, optimizer state and RNG as they were."""
+    creates the folder). `probe(step, model, loss_fn) -> {tag: value}` (compare-norms' measurements) is called
+    after every backward, before clipping and the optimizer step; it must leave weights, gradients, buffers and
+    RNG as they were."""
     progress = progress or NullProgress()
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
@@ -300,7 +300,7 @@ def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, pro
         def loss_fn(images=images, targets=targets, lengths=lengths):  # this batch, at the current weights
             with autocast(device, t.amp):
                 return model.loss(model(images, targets, lengths), targets, lengths)
-        for tag, value in probe(s.step + 1, model, loss_fn, s.optimizer).items():
+        for tag, value in probe(s.step + 1, model, loss_fn).items():
             if writer:
                 writer.add_scalar(tag, value, s.step + 1)
     if t.grad_clip:
