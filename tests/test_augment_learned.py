@@ -113,3 +113,21 @@ def test_the_agents_warps_get_harder_for_a_fixed_recognizer():
         agent.learn(model, logits, targets, lengths)
     after = difficulty()
     assert after > 1.03 * before, (before, after)  # +7 % here (+10 %, +4.5 % with seeds 1 and 2)
+
+
+def test_authors_magnitudes_bound_the_moves_as_their_tool_does():
+    from cvlab.augment import AUGMENTS
+    from cvlab.augment.textwarp import fiducial_points
+
+    x = _images(64)  # 32×100, 4 segments: a segment is 25 px, the tool's distort threshold 25/3 px
+    spec = TypeAdapter(AugmentSpec).validate_python({"op": "text_distort", "p": 1.0, "magnitudes": "authors"})
+    dst = AUGMENTS["text_distort"](spec).sample(x, step_generator(0, 0))["dst"]
+    moves = (dst - fiducial_points(4, x)) * torch.tensor([50.0, 16.0])  # normalized -> pixels
+    corners, inner = moves[:, [0, 4, 5, 9]], moves[:, [1, 2, 3, 6, 7, 8]]
+    assert corners.abs().max() < 25 / 3 and corners.abs().max() > 0.8 * 25 / 3
+    assert (corners[:, 0] >= 0).all() and (corners[:, 1, 0] <= 0).all() and (corners[:, 2, 1] <= 0).all()
+    assert inner.abs().max() <= 25 / 6 + 1e-4 and (inner[..., 1] < 0).any() and (inner[:, :3, 1] < 0).any()
+    spec = TypeAdapter(AugmentSpec).validate_python({"op": "text_perspective", "p": 1.0, "magnitudes": "authors"})
+    dst = AUGMENTS["text_perspective"](spec).sample(x, step_generator(0, 0))["dst"]
+    dy = (dst - fiducial_points(4, x))[..., 1] * 16
+    assert dy.abs().max() < 16 and dy.abs().max() > 0.3 * 32  # beyond cvlab's default 0.3 × height

@@ -111,6 +111,8 @@ class TextDistort(TextWarp):
     def moves(self, x, gen):
         b, (h, w), n = x.shape[0], x.shape[-2:], self.spec.segments + 1
         cut = w / self.spec.segments
+        if self.spec.magnitudes == "authors":
+            return self._authors(x, gen, b, n, cut / 3)
         r = self.spec.radius * h
         # x moves are capped at 0.45 of a segment so neighbouring points (and a one-segment row's two ends)
         # keep their order
@@ -125,6 +127,18 @@ class TextDistort(TextWarp):
         dy = uniform(gen, (b, 2, n), 0, 1, x) * reach * x.new_tensor([1.0, -1.0]).view(1, 2, 1)
         return torch.stack([dx, dy], dim=-1).reshape(b, 2 * n, 2)  # (B, row, point, xy) -> (B, K, 2)
 
+    @staticmethod
+    def _authors(x, gen, b, n, thresh):
+        """The authors' tool: corners inward by U[0, thresh) in x and y, inner points by ±thresh/2 in x and y,
+        either way (an inner point may leave the image by up to thresh/2)."""
+        d = uniform(gen, (b, 2, n, 2), -thresh / 2, thresh / 2, x)  # (B, row, point, xy)
+        corner = uniform(gen, (b, 2, 2, 2), 0, thresh, x)           # (B, row, left/right, xy): inward amounts
+        inward_x = x.new_tensor([1.0, -1.0]).view(1, 1, 2)          # left corners right, right corners left
+        inward_y = x.new_tensor([1.0, -1.0]).view(1, 2, 1)          # top row down, bottom row up
+        d[:, :, [0, -1], 0] = corner[..., 0] * inward_x
+        d[:, :, [0, -1], 1] = corner[..., 1] * inward_y
+        return d.reshape(b, 2 * n, 2)
+
 
 class TextStretch(TextWarp):
     """Inner boundaries slide horizontally, top and bottom together: some segments widen, their neighbours
@@ -132,7 +146,8 @@ class TextStretch(TextWarp):
 
     def moves(self, x, gen):
         b, w, n = x.shape[0], x.shape[-1], self.spec.segments + 1
-        r = self.spec.radius * w / self.spec.segments
+        share = 0.4 if self.spec.magnitudes == "authors" else self.spec.radius  # the tool: ±(4/5 · cut)/2
+        r = share * w / self.spec.segments
         dx = uniform(gen, (b, 1, n), -r, r, x)
         dx[:, :, 0] = dx[:, :, -1] = 0
         dx = dx.expand(b, 2, n)
@@ -145,7 +160,8 @@ class TextPerspective(TextWarp):
 
     def moves(self, x, gen):
         b, h, n = x.shape[0], x.shape[-2], self.spec.segments + 1
-        ends = uniform(gen, (b, 2, 2), 0, self.spec.radius * h, x)  # (B, row, left/right)
+        reach = 0.5 * h if self.spec.magnitudes == "authors" else self.spec.radius * h  # the tool: U[0, h/2)
+        ends = uniform(gen, (b, 2, 2), 0, reach, x)  # (B, row, left/right)
         f = torch.linspace(0, 1, n, dtype=x.dtype, device=x.device)
         dy = ends[..., :1] * (1 - f) + ends[..., 1:] * f  # (B, 2, n): linear between the row's two corners
         dy = dy * x.new_tensor([1.0, -1.0]).view(1, 2, 1)  # top row down, bottom row up

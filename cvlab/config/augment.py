@@ -58,6 +58,10 @@ class ElasticSpec(OpSpec):
 
 class TextDistortSpec(OpSpec):
     op: Literal["text_distort"] = "text_distort"
+    magnitudes: Literal["cvlab", "authors"] = Field(
+        "cvlab", description="authors: the moves of the authors' tool (Text-Image-Augmentation) instead of `radius`: "
+        "distort corners inward by up to 1/3 of a segment's width, inner points ±1/6 of it in x and y; stretch "
+        "±0.4 of a segment (as cvlab's default); perspective corners by up to half the height")
     warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
                                         "squares, the deformation of the authors' augmentation tool")
     segments: int = Field(4, ge=1, le=64, description="the borders are cut into this many segments")
@@ -67,6 +71,10 @@ class TextDistortSpec(OpSpec):
 
 class TextStretchSpec(OpSpec):
     op: Literal["text_stretch"] = "text_stretch"
+    magnitudes: Literal["cvlab", "authors"] = Field(
+        "cvlab", description="authors: the moves of the authors' tool (Text-Image-Augmentation) instead of `radius`: "
+        "distort corners inward by up to 1/3 of a segment's width, inner points ±1/6 of it in x and y; stretch "
+        "±0.4 of a segment (as cvlab's default); perspective corners by up to half the height")
     warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
                                         "squares, the deformation of the authors' augmentation tool")
     segments: int = Field(4, ge=1, le=64)
@@ -76,6 +84,10 @@ class TextStretchSpec(OpSpec):
 
 class TextPerspectiveSpec(OpSpec):
     op: Literal["text_perspective"] = "text_perspective"
+    magnitudes: Literal["cvlab", "authors"] = Field(
+        "cvlab", description="authors: the moves of the authors' tool (Text-Image-Augmentation) instead of `radius`: "
+        "distort corners inward by up to 1/3 of a segment's width, inner points ±1/6 of it in x and y; stretch "
+        "±0.4 of a segment (as cvlab's default); perspective corners by up to half the height")
     warp: Literal["tps", "mls"] = Field("tps", description="tps: thin-plate spline; mls: similarity moving least "
                                         "squares, the deformation of the authors' augmentation tool")
     segments: int = Field(4, ge=1, le=64)
