@@ -55,5 +55,5 @@ def test_agent_learns_and_resumes_exactly(tmp_path, monkeypatch):
     ea.Reload()
     assert "augment/preview" in ea.Tags()["images"]
     scalars = set(ea.Tags()["scalars"])
-    assert {"augment/loss_learned", "augment/loss_random", "augment/agent_move_px"} <= scalars
+    assert {"augment/loss_learned", "augment/loss_explored", "augment/agent_move_px"} <= scalars
     assert len(ea.Scalars("augment/loss_learned")) == 4

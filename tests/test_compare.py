@@ -1,15 +1,15 @@
-"""compare-norms: sibling runs, summary, plots, report; resume; divergence and failures; the smoothness probe."""
+"""compare-norms: sibling runs, summary, plots, report; resume; divergence and failures; the probes' tags
+(the probes themselves: test_compare_protocol.py)."""
 
 import csv
 import json
 
 import pytest
-import torch
 import yaml
 from conftest import tiny_experiment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cvlab.compare import compare_norms, make_variants, smoothness
+from cvlab.compare import compare_norms, make_variants
 from cvlab.config import load_config
 
 NAMES = ["norm=batch,bs=4,seed=0", "norm=group,bs=4,seed=0", "norm=batch,bs=2,seed=0", "norm=group,bs=2,seed=0"]
@@ -49,10 +49,14 @@ def test_sibling_runs_with_identical_tags(compared):
         steps = json.loads((d / "metrics.json").read_text())["step"]
         assert steps == (2 if "bs=4" in name else 4)  # same samples seen
         cfg = load_config(d / "config.yaml")
-        assert cfg.train.lr == pytest.approx(1e-3 * cfg.train.batch_size / 4)  # linear lr scaling
+        ratio = cfg.train.batch_size / 4
+        assert cfg.train.lr == pytest.approx(1e-3 * ratio ** 0.5)  # AdamW: square-root scaling by default
+        assert cfg.train.betas[1] == pytest.approx(1 - ratio * 0.001)  # and the betas' horizon in samples
+        assert cfg.train.checkpoint_every == 200 / ratio
     assert all(t == tags[0] for t in tags) and all(hparams)
-    assert {"train/loss", "val/val/word_acc", "grad/first_layer_norm", "grad/last_layer_norm",
-            "smoothness/loss_variation", "smoothness/beta_smoothness"} <= tags[0]
+    assert {"train/loss", "val/val/word_acc", "grad/first_layer_norm", "grad/last_layer_norm", "grad/clipped_share",
+            "smoothness/loss_variation", "smoothness/beta_smoothness", "smoothness/update_beta_smoothness",
+            "smoothness/update_loss_variation", "norm/nhw_min"} <= tags[0]
 
 
 def test_summary_report_and_plots(compared):
@@ -68,7 +72,11 @@ def test_summary_report_and_plots(compared):
     assert len(summary["variants"]) == 4 and len(summary["table"]) == 4
     report = (out / "report.md").read_text()
     assert "| batch | 2 |" in report and "Δ vs batch" in report and "smoothness" in report
-    for png in ("val_acc_vs_step.png", "acc_vs_batch_size.png"):
+    assert "## Protocol" in report and "sqrt scaling" in report and "(sqrt)" in report  # the rule, stated
+    assert "no difference in this table is resolved" in report  # one seed
+    bn_rows = [line for line in report.splitlines() if line.startswith("| batch | 2 | `")]
+    assert bn_rows and all("| 128 |" in line or "| 256 |" in line or "| 512 |" in line for line in bn_rows)
+    for png in ("val_acc_vs_step.png", "acc_vs_batch_size.png", "acc_vs_nhw.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
 
 
@@ -125,15 +133,21 @@ def test_interrupted_variant_resumes(tmp_path):
 
 
 def test_variants_scale_steps_intervals_and_lr(tmp_path):
-    base = load_config(_exp(tmp_path, steps=100, eval_every=50, warmup_steps=10, lr=0.004))
-    vs = {(v.norm, v.batch_size, v.seed): v.cfg for v in make_variants(base, ["batch", "layer"], [32, 8], 2)}
-    assert len(vs) == 8
+    base = load_config(_exp(tmp_path, steps=100, eval_every=50, warmup_steps=10, lr=0.004, checkpoint_every=30))
+    made = make_variants(base, ["batch", "layer", "batch_renorm"], [32, 8], 2, smooth_every=5)
+    vs = {(v.norm, v.batch_size, v.seed): v.cfg for v in made}
+    assert len(vs) == 12
     small, big = vs[("batch", 8, 1)], vs[("batch", 32, 0)]
     assert (big.train.steps, small.train.steps) == (100, 400)
-    assert (small.train.eval_every, small.train.warmup_steps, small.log.every) == (200, 40, 4)
-    assert (big.train.lr, small.train.lr) == (0.004, 0.001) and small.seed == 1
+    assert (small.train.eval_every, small.train.warmup_steps, small.log.every, small.train.checkpoint_every) == \
+        (200, 40, 4, 120)
+    assert (big.train.lr, small.train.lr) == (0.004, 0.002) and small.seed == 1  # AdamW: sqrt
     assert small.model.norm.name == "batch" and vs[("layer", 8, 0)].model.norm.name == "layer"
-    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling=False)[1].cfg.train.lr == 0.004
+    assert vs[("batch_renorm", 8, 0)].model.norm.renorm_warmup == 4000  # the relaxation, in samples
+    assert vs[("batch_renorm", 32, 0)].model.norm.renorm_warmup == 1000
+    assert {v.smooth_every for v in made if v.batch_size == 8} == {20}
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="none")[1].cfg.train.lr == 0.004
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="linear")[1].cfg.train.lr == 0.001
 
 
 def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
@@ -141,33 +155,6 @@ def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
     assert code == 2
     assert "groupp" in err and "group" in err and "instance" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.parametrize("norm", ["batch", "group"])
-def test_smoothness_probe_is_finite_and_leaves_everything_exactly(norm, tmp_path):
-    from cvlab.engine.setup import tokenizer_for
-    from cvlab.models import build_model
-
-    cfg = load_config(_exp(tmp_path), [f"model.norm.name={norm}"])
-    tok = tokenizer_for(cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, tok.num_classes, 1).train()
-    images = torch.rand(4, 1, 32, 64)
-    targets, lengths = tok.encode_batch(["abc", "de", "fgh", "ij"])
-
-    def loss_fn():
-        return model.loss(model(images, targets, lengths), targets, lengths)
-
-    loss_fn().backward()  # .grad as the training loop leaves it before the optimizer step
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = [p.grad.clone() for p in model.parameters()]
-    rng = torch.get_rng_state()
-    out = smoothness(model, loss_fn)
-    assert set(out) == {"loss_variation", "grad_change", "beta_smoothness", "grad_norm"}
-    assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in out.values())
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # weights and BN stats, bit for bit
-    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True))
-    assert torch.equal(rng, torch.get_rng_state()) and model.training
 
 
 def test_jobs_run_variants_in_worker_processes(tmp_path):

@@ -28,8 +28,8 @@ def test_unknown_key_in_dataset_entry_names_list_index(tmp_path):
 
 
 def test_enum_error_lists_choices():
-    with pytest.raises(CvlabError, match=r"train\.optimizer: .*'adamw' or 'adadelta'"):
-        load_config(raw={}, overrides=["train.optimizer=sgd"])
+    with pytest.raises(CvlabError, match=r"train\.optimizer: .*'adamw', 'adadelta' or 'sgd'"):
+        load_config(raw={}, overrides=["train.optimizer=rmsprop"])
 
 
 def test_unknown_dataset_type_lists_valid_types():

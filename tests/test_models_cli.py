@@ -42,7 +42,8 @@ def test_models_show_reports_adjusted_group_counts(cli):
     code, out, _ = cli("models", "show", "experiments/quickstart.yaml", "--set", "model.backbone.name=googlenet",
                        "--set", "model.norm.name=group", "--depth", "1")
     assert code == 0
-    assert "adjusted: model.norm.groups: 32 does not divide 4 channels; using 4" in out
+    assert ("adjusted: model.norm.groups: 32 groups would leave fewer than model.norm.min_channels_per_group=2 "
+            "channels per group in 4 channels; using 2 (2 per group)") in out
 
 
 def test_unknown_and_inapplicable_model_keys_name_the_dotted_key(cli):
@@ -110,4 +111,4 @@ def test_train_with_group_norm_and_attention_head_through_the_cli(cli, write_exp
     exp["data"]["val"][0]["size"] = 4
     code, out, err = cli("train", write_exp(exp), "--runs-dir", tmp_path / "runs")
     assert code == 0, err
-    assert "model.norm.groups: 32 does not divide 16 channels; using 16" in err, err
+    assert "min_channels_per_group=2 channels per group in 16 channels; using 8 (2 per group)" in err, err

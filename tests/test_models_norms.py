@@ -65,9 +65,12 @@ def test_instance_is_affine_and_batch_renorm_starts_as_batchnorm():
 
 
 def test_group_count_is_reduced_to_a_divisor_and_recorded_once():
-    f = norm("group", groups=32)
+    f = norm("group", groups=32, min_channels_per_group=1)
     assert f(64).num_groups == 32 and f(24).num_groups == 24 and f(48).num_groups == 24 and f(24).num_groups == 24
     assert f.adjusted == {24: 24, 48: 24}
+    f = norm("group", groups=32)  # at least 2 channels per group, the fewest in the GN paper's ResNet-50
+    assert f(64).num_groups == 32 and f(24).num_groups == 12 and f(48).num_groups == 24 and f(3).num_groups == 1
+    assert f.adjusted == {24: 12, 48: 24, 3: 1}
     g = norm("group", channels_per_group=16)
     assert g(64).num_groups == 4 and g(24).num_groups == 1
     assert g.adjusted == {24: 1}

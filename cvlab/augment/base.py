@@ -84,8 +84,19 @@ class Pipeline(nn.Module):
         return len(self.ops)
 
     def forward(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        learned = None
         for op in self.ops:
-            x = op(x, gen)
+            if learned is not None and learned.last is not None:
+                # Learn to Augment compares its moves with an exploration of them under the same following ops:
+                # the explored batch goes through every later op with the very same random parameters
+                state = gen.get_state()
+                x = op(x, gen)
+                gen.set_state(state)
+                learned.last["explored"] = op(learned.last["explored"], gen)
+            else:
+                x = op(x, gen)
+            if hasattr(op, "learn"):
+                learned = op
         return x
 
     @property

@@ -3,9 +3,13 @@ chooses, for every fiducial point and axis, whether the point moves back, stays 
 distance between half and all of `radius` × image height); the image is warped through the moved points with a
 thin-plate spline. The agent sees only the image; the distances and all sampling come from the step's generator.
 
-Joint training alternates with the recognizer, one agent update per recognizer step (`learn`):
+Joint training alternates with the recognizer, one agent update per recognizer step (`learn`), as the paper's
+Algorithm 1:
 1. the batch is warped by the agent's choices; the recognizer's training forward scores it (no extra pass);
-2. the same images are warped by random choices with the same distances, and scored without gradients;
+2. exploration perturbs those choices: each point's move is changed to another move with probability
+   `explore`, and the same images are warped by the perturbed moves with the same distances. The pipeline runs
+   every op that follows `learned` on this explored batch too, with the same random parameters, so both are
+   scored under the same following ops (`Pipeline.forward`); it is scored without gradients;
 3. per image, whichever choice the recognizer found harder becomes the agent's target (cross-entropy), so the
    agent drifts toward the moves that hurt the current recognizer most, while the recognizer keeps training on
    them. Samples stay learnable because every move is bounded by `radius`, as in the paper.
@@ -20,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Op
-from .textwarp import fiducial_points, to_normalized, tps_warp
+from .textwarp import WARPS, fiducial_points, to_normalized
 
 STATES = 3  # per point and axis: move back, stay, move forward
 
@@ -80,22 +84,26 @@ class LearnedWarp(Op):
         # inverse-CDF sampling of these uniforms
         return {"pick": torch.rand(b, k, 2, **f32),
                 "distance": 0.5 + 0.5 * torch.rand(b, k, 2, **f32),  # a share of radius, so 'move' means move
-                "random": torch.randint(0, STATES, (b, k, 2), generator=gen, device=gen.device)}
+                "explore": torch.rand(b, k, 2, **f32),  # which of the agent's moves exploration changes
+                "shift": torch.randint(1, STATES, (b, k, 2), generator=gen, device=gen.device)}  # ... to which
 
     def warp(self, x: torch.Tensor, states: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         src = fiducial_points(self.spec.segments, x).float()
         moves = (states - 1).float() * distance * (self.spec.radius * h)  # pixels
         dst = (src + to_normalized(moves, h, w)).clamp(-1, 1)  # clamped: every point stays inside the image
-        return tps_warp(x, src, dst)
+        return WARPS[self.spec.warp](x, src, dst)
 
     def apply(self, x, params):
         with torch.no_grad():
             probs = self.agent(x).softmax(-1)  # (B, K, 2, STATES)
         states = (params["pick"].unsqueeze(-1) > probs.cumsum(-1)).sum(-1).clamp(max=STATES - 1)
         if self.training:
+            # exploration around the agent's own prediction: a changed move is always a different one
+            explored = torch.where(params["explore"] < self.spec.explore, (states + params["shift"]) % STATES,
+                                   states)
             self.last = {"inputs": x.detach(), "states": states, "distance": params["distance"],
-                         "random": params["random"]}
+                         "explored_states": explored}
         return self.warp(x, states, params["distance"])
 
     def forward(self, x, gen):
@@ -104,6 +112,13 @@ class LearnedWarp(Op):
         out = self.apply_at(x, idx, self.sample(x, gen))
         if self.last is not None:
             self.last["index"] = idx  # which images of the batch were warped (None: all)
+            with torch.no_grad():
+                warped = self.warp(self.last["inputs"], self.last["explored_states"], self.last["distance"])
+                if idx is not None:
+                    full = x.detach().clone()
+                    full[idx] = warped
+                    warped = full
+            self.last["explored"] = warped  # the whole batch: the pipeline's later ops transform it alongside
         return out
 
     def learn(self, model: nn.Module, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
@@ -117,14 +132,14 @@ class LearnedWarp(Op):
         if idx is not None:
             logits, targets, lengths = logits[idx], targets[idx], lengths[idx]
         loss_learned = per_sample_loss(model, logits.detach(), targets, lengths)
-        randomly = self.warp(last["inputs"], last["random"], last["distance"])
+        explored = last["explored"] if idx is None else last["explored"][idx]
         with torch.no_grad(), (amp or contextlib.nullcontext()):
-            loss_random = per_sample_loss(model, forward_without_trace(model, randomly, targets, lengths), targets,
-                                          lengths)
+            loss_explored = per_sample_loss(model, forward_without_trace(model, explored, targets, lengths),
+                                            targets, lengths)
 
         # per image, the harder of the two choices is the target: the agent learns what the recognizer finds hard
-        random_harder = loss_random > loss_learned
-        target = torch.where(random_harder.view(-1, 1, 1), last["random"], last["states"])
+        explored_harder = loss_explored > loss_learned
+        target = torch.where(explored_harder.view(-1, 1, 1), last["explored_states"], last["states"])
         scores = self.agent(last["inputs"])  # (n, K, 2, STATES)
         agent_loss = F.cross_entropy(scores.reshape(-1, STATES), target.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
@@ -133,16 +148,17 @@ class LearnedWarp(Op):
 
         height = last["inputs"].shape[-2]
         move_px = ((last["states"] - 1).abs() * last["distance"]).mean() * self.spec.radius * height
-        for k, v in (("loss_learned", loss_learned.mean()), ("loss_random", loss_random.mean()),
+        for k, v in (("loss_learned", loss_learned.mean()), ("loss_explored", loss_explored.mean()),
                      ("agent_loss", agent_loss.detach()), ("agent_move_px", move_px),
                      ("agent_confidence", scores.detach().softmax(-1).amax(-1).mean()),
-                     ("random_harder", random_harder.float().mean())):
+                     ("explored_harder", explored_harder.float().mean())):
             self._stats[k] = self._stats.get(k, 0.0) + float(v)
         self._count += 1
 
     def pop_stats(self) -> dict[str, float]:
-        """Means since the last call: the recognizer's loss on learned vs random warps, the agent's own loss, its
-        mean point movement in pixels, how sure it is (mean top probability), how often random was harder."""
+        """Means since the last call: the recognizer's loss on the agent's vs the explored warps, the agent's own
+        loss, its mean point movement in pixels, how sure it is (mean top probability), how often the explored
+        warp was harder."""
         out = {k: v / self._count for k, v in self._stats.items()} if self._count else {}
         self._stats, self._count = {}, 0
         return out

@@ -1,6 +1,7 @@
 """Text warps from "Learn to Augment" (Luo et al., CVPR 2020): fiducial points on the top and bottom borders cut
-the image into `segments`; moving them and warping with a thin-plate spline bends, stretches or tilts the text
-while keeping it one smooth, readable line.
+the image into `segments`; moving them and warping with a thin-plate spline (`warp: tps`) or with the similarity
+moving-least-squares deformation of the authors' tool (`warp: mls`) bends, stretches or tilts the text while
+keeping it one smooth, readable line.
 
 Points live in grid_sample's normalized frame (align_corners=False: the image spans [-1, 1] edge to edge),
 ordered as the top row left to right, then the bottom row left to right: (2 * (segments + 1), 2) as (x, y).
@@ -56,6 +57,38 @@ def tps_warp(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Ten
     return out.to(x.dtype).clamp(0, 1)
 
 
+def mls_warp(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Warp `x` (B, C, H, W) so that what sits at `src` (K, 2) lands on `dst` (B, K, 2), normalized frame, by the
+    similarity moving-least-squares deformation (Schaefer et al. 2006) that the authors' augmentation tool
+    (WarpMLS) uses: every output pixel v is mapped back by the similarity transform fitted to dst -> src with
+    weights 1/|dst_k − v|². The tool evaluates it on a 100-pixel grid and interpolates between nodes; here it is
+    evaluated at every pixel."""
+    b, _, h, w = x.shape
+    scale = torch.tensor([w / 2, h / 2], device=x.device)  # pixel units: the 1/d² weights must be isotropic
+    v = create_meshgrid(h, w, True, x.device, torch.float32, align_corners=False).reshape(1, h * w, 2) * scale
+    p = dst.float() * scale                                    # (B, K, 2) control points, output side
+    q = src.float().expand(b, -1, -1) * scale                  # (B, K, 2) where they come from
+    wk = 1.0 / ((v[:, :, None] - p[:, None]) ** 2).sum(-1).clamp_min(1e-8)   # (B, N, K)
+    sw = wk.sum(-1, keepdim=True)
+    p_star = wk @ p / sw                                       # (B, N, 2)
+    q_star = wk @ q / sw
+    ph = p[:, None] - p_star[:, :, None]                       # (B, N, K, 2)
+    qh = q[:, None] - q_star[:, :, None]
+    vp = (v - p_star)[:, :, None]                              # (B, N, 1, 2)
+    mu = (wk * (ph ** 2).sum(-1)).sum(-1, keepdim=True).clamp_min(1e-12)    # (B, N, 1)
+    a = (ph * vp).sum(-1)                                      # p̂·(v − p*)
+    c = (ph[..., 0] * vp[..., 1] - ph[..., 1] * vp[..., 0])    # p̂⊥·(v − p*), p̂⊥ = (−p̂y, p̂x)
+    fx = (wk * (a * qh[..., 0] - c * qh[..., 1])).sum(-1, keepdim=True) / mu
+    fy = (wk * (c * qh[..., 0] + a * qh[..., 1])).sum(-1, keepdim=True) / mu
+    coords = (torch.cat([fx, fy], -1) + q_star) / scale        # (B, N, 2), normalized
+    out = F.grid_sample(x.float(), coords.view(b, h, w, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.to(x.dtype).clamp(0, 1)
+
+
+WARPS = {"tps": tps_warp, "mls": mls_warp}
+
+
 class TextWarp(Op):
     """Shared by the three warps: subclasses say how far each fiducial point moves, in pixels."""
 
@@ -67,7 +100,7 @@ class TextWarp(Op):
         return {"dst": fiducial_points(self.spec.segments, x) + to_normalized(self.moves(x, gen), h, w)}
 
     def apply(self, x, params):
-        return tps_warp(x, fiducial_points(self.spec.segments, x), params["dst"])
+        return WARPS[self.spec.warp](x, fiducial_points(self.spec.segments, x), params["dst"])
 
 
 class TextDistort(TextWarp):
@@ -78,6 +111,8 @@ class TextDistort(TextWarp):
     def moves(self, x, gen):
         b, (h, w), n = x.shape[0], x.shape[-2:], self.spec.segments + 1
         cut = w / self.spec.segments
+        if self.spec.magnitudes == "authors":
+            return self._authors(x, gen, b, n, cut / 3)
         r = self.spec.radius * h
         # x moves are capped at 0.45 of a segment so neighbouring points (and a one-segment row's two ends)
         # keep their order
@@ -92,6 +127,18 @@ class TextDistort(TextWarp):
         dy = uniform(gen, (b, 2, n), 0, 1, x) * reach * x.new_tensor([1.0, -1.0]).view(1, 2, 1)
         return torch.stack([dx, dy], dim=-1).reshape(b, 2 * n, 2)  # (B, row, point, xy) -> (B, K, 2)
 
+    @staticmethod
+    def _authors(x, gen, b, n, thresh):
+        """The authors' tool: corners inward by U[0, thresh) in x and y, inner points by ±thresh/2 in x and y,
+        either way (an inner point may leave the image by up to thresh/2)."""
+        d = uniform(gen, (b, 2, n, 2), -thresh / 2, thresh / 2, x)  # (B, row, point, xy)
+        corner = uniform(gen, (b, 2, 2, 2), 0, thresh, x)           # (B, row, left/right, xy): inward amounts
+        inward_x = x.new_tensor([1.0, -1.0]).view(1, 1, 2)          # left corners right, right corners left
+        inward_y = x.new_tensor([1.0, -1.0]).view(1, 2, 1)          # top row down, bottom row up
+        d[:, :, [0, -1], 0] = corner[..., 0] * inward_x
+        d[:, :, [0, -1], 1] = corner[..., 1] * inward_y
+        return d.reshape(b, 2 * n, 2)
+
 
 class TextStretch(TextWarp):
     """Inner boundaries slide horizontally, top and bottom together: some segments widen, their neighbours
@@ -99,7 +146,8 @@ class TextStretch(TextWarp):
 
     def moves(self, x, gen):
         b, w, n = x.shape[0], x.shape[-1], self.spec.segments + 1
-        r = self.spec.radius * w / self.spec.segments
+        share = 0.4 if self.spec.magnitudes == "authors" else self.spec.radius  # the tool: ±(4/5 · cut)/2
+        r = share * w / self.spec.segments
         dx = uniform(gen, (b, 1, n), -r, r, x)
         dx[:, :, 0] = dx[:, :, -1] = 0
         dx = dx.expand(b, 2, n)
@@ -112,7 +160,8 @@ class TextPerspective(TextWarp):
 
     def moves(self, x, gen):
         b, h, n = x.shape[0], x.shape[-2], self.spec.segments + 1
-        ends = uniform(gen, (b, 2, 2), 0, self.spec.radius * h, x)  # (B, row, left/right)
+        reach = 0.5 * h if self.spec.magnitudes == "authors" else self.spec.radius * h  # the tool: U[0, h/2)
+        ends = uniform(gen, (b, 2, 2), 0, reach, x)  # (B, row, left/right)
         f = torch.linspace(0, 1, n, dtype=x.dtype, device=x.device)
         dy = ends[..., :1] * (1 - f) + ends[..., 1:] * f  # (B, 2, n): linear between the row's two corners
         dy = dy * x.new_tensor([1.0, -1.0]).view(1, 2, 1)  # top row down, bottom row up

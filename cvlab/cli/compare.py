@@ -23,21 +23,27 @@ def _ints(text: str, option: str) -> list[int]:
              "--batch-sizes 32,2 --seeds 1 --jobs 2\n\n"
              "    cvlab compare-norms experiments/quickstart.yaml --norms batch,group --batch-sizes 32,8,2 --seeds 3 "
              "--steps 600 --out runs/compare/qs\n\n"
-             "    cvlab compare-norms experiments/quickstart.yaml --norms batch,group --no-lr-scaling "
+             "    cvlab compare-norms experiments/quickstart.yaml --norms batch,group --lr-scaling none "
              "--set train.lr=1e-3\n\n"
+             "    cvlab compare-norms experiments/quickstart.yaml --norms batch,batch@after_act,lrn "
+             "--batch-sizes 32,2\n\n"
              "Rerun the same command (same --out) to resume: finished variants are skipped.")
 @guarded
 def compare_norms(
     experiment: Path = typer.Argument(..., help="Experiment YAML file."),
-    norms: str = typer.Option(..., help="Comma-separated norm names (see `cvlab models list`)."),
+    norms: str = typer.Option(..., help="Comma-separated norm names (see `cvlab models list`), each at its "
+                              "published position; name@before_act or name@after_act places one explicitly."),
     batch_sizes: str = typer.Option(None, help="Comma-separated batch sizes (default: the experiment's)."),
     seeds: int = typer.Option(1, min=1, help="Seeds per norm and batch size (seed, seed+1, ...)."),
     steps: int = typer.Option(None, min=1, help="Step budget at the largest batch size (default: train.steps); "
                               "smaller batches take proportionally more steps."),
-    lr_scaling: bool = typer.Option(True, "--lr-scaling/--no-lr-scaling",
-                                    help="Scale train.lr linearly with batch size (relative to the largest)."),
+    lr_scaling: str = typer.Option(
+        None, help="How train.lr (tuned at the largest batch size) moves to smaller ones: linear (SGD, Goyal et "
+        "al.), sqrt (Adam family and adadelta, Malladi et al.: also keeps the betas'/rho's horizon in samples) or "
+        "none. Default: by train.optimizer (sgd linear, adamw and adadelta sqrt)."),
     jobs: int = typer.Option(1, min=1, help="Variants trained at a time, each in its own process."),
-    smooth_every: int = typer.Option(None, min=1, help="Loss-landscape probe every N steps (default: 10 per run)."),
+    smooth_every: int = typer.Option(None, min=1, help="Loss-landscape probe every N steps at the largest batch "
+                                     "size, scaled like every interval (default: 10 per run)."),
     out_dir: Path = typer.Option(None, "--out", help="Output folder (default: runs/compare/<experiment name>)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
@@ -62,7 +68,7 @@ def compare_norms(
     for row in body:
         table.add_row(*row)
     width = out.width
-    out.width = max(width, 150)  # 11 columns: not squeezed into 80 under pipes and test runners
+    out.width = max(width, 180)  # 13 columns: not squeezed into 80 under pipes and test runners
     try:
         out.print(table)
     finally:
@@ -72,5 +78,5 @@ def compare_norms(
             out.print(f"{r['norm']} bs={r['batch_size']} seed={r['seed']}: {r['status']}: {r['reason']}",
                       markup=False, highlight=False)
     out.print(f"written: {out_dir / 'summary.csv'}, summary.json, report.md, val_acc_vs_step.png, "
-              f"acc_vs_batch_size.png", markup=False, highlight=False)
+              f"acc_vs_batch_size.png, acc_vs_nhw.png", markup=False, highlight=False)
     out.print(f"TensorBoard: {_tensorboard_cmd(out_dir)}")

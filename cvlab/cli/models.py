@@ -80,6 +80,6 @@ def show(
     out.print(f"parameters: {s.params:,} (trainable {s.trainable:,})")
     out.print(f"multiply-adds: {s.macs / 1e9:.3f} G per {img.channels}×{img.height}×{img.width} image")
     out.print(f"sequence steps: {check['steps']}; classes: {tokenizer.num_classes} ({m.head.name})")
-    for line in adjustment_messages(cfg, check["adjustments"]):
+    for line in adjustment_messages(cfg, check["adjustments"], check["degenerate"]):
         out.print(f"adjusted: {line}", markup=False, highlight=False)
     out.print("preflight: ok")

@@ -1,8 +1,10 @@
 """compare-norms: one experiment trained under several norms × batch sizes × seeds, as sibling runs.
 
 Every variant sees the same number of training samples (`steps` is the budget at the largest batch size; a
-smaller batch takes proportionally more steps, with eval/warmup/log intervals scaled alike) and, unless told
-otherwise, a learning rate scaled linearly with its batch size (as the Group Normalization paper compares them).
+smaller batch takes proportionally more steps, with every step-counted setting scaled alike) and optimizer
+settings scaled by its optimizer family's rule (linear for SGD, as the Group Normalization paper compares
+them; square-root with the moving averages' horizons kept in samples for AdamW and Adadelta); report.md
+states the protocol.
 Each variant is a normal run directory written by `engine.train.train`, so TensorBoard overlays them.
 """
 

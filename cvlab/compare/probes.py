@@ -1,8 +1,11 @@
-"""What compare-norms measures during and after training: loss-landscape smoothness along the gradient
-(Santurkar et al. 2018), first/last layer gradient norms, the train/eval-mode gap, peak memory."""
+"""What compare-norms measures during and after training: loss-landscape smoothness (Santurkar et al. 2018)
+along the gradient and along the optimizer's actual update, gradient norms and how often clipping bites, the
+number of values behind each normalization statistic, the train/eval-mode gap (whole model and per BN layer),
+the running-statistics error, peak memory."""
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 from pathlib import Path
@@ -11,47 +14,153 @@ import torch
 
 from ..config import Experiment
 
-STEP_SIZES = (0.005, 0.01, 0.02, 0.04)  # smoothness probe: step sizes η of w − η·g
+STEP_SIZES = (0.005, 0.01, 0.02, 0.04)  # without an optimizer: absolute step sizes η of w − η·g
+UPDATE_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # with one: distances in units of the optimizer's actual step length
 
-# --------------------------------------------------------------------------------------------- measurements
 
-def smoothness(model: torch.nn.Module, loss_fn, step_sizes=STEP_SIZES) -> dict:
-    """Santurkar et al. 2018: from the current weights w, move to w − η·g for each step size η and record
-    the loss range (loss variation), max ‖g(w − ηg) − g(w)‖ (gradient change) and max of that over ‖ηg‖
-    (effective β-smoothness). Weights, .grad, buffers (BN statistics) and RNG are left exactly as they were."""
+# --------------------------------------------------------------------------------------------- exact evaluations
+
+def _fixed(model: torch.nn.Module, loss_fn, devices: list):
+    """`loss_fn` made one deterministic function of the weights: every call starts from the same RNG state
+    (so dropout draws the same masks) and the same buffers (BN running statistics, batch renorm's counter),
+    as Santurkar et al.'s probes are defined on one batch's deterministic loss."""
+    cpu = torch.get_rng_state()
+    cuda = [torch.cuda.get_rng_state(d) for d in devices]
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+
+    def evaluate():
+        torch.set_rng_state(cpu)
+        for d, state in zip(devices, cuda, strict=True):
+            torch.cuda.set_rng_state(state, d)
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(buffers[k])
+        return loss_fn()
+
+    return evaluate
+
+
+def _cuda_devices(params) -> list:
+    return [p.device for p in params if p.device.type == "cuda"][:1]
+
+
+def _norm(vectors) -> float:
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in vectors))
+
+
+def optimizer_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float | None = None
+                     ) -> list[torch.Tensor]:
+    """Δw the optimizer would take from the current .grad (clipped as the training loop clips it), one tensor
+    per trainable parameter. Weights, .grad and the optimizer's state are restored exactly."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved_w = [p.detach().clone() for p in params]
+    saved_g = [None if p.grad is None else p.grad.clone() for p in params]
+    saved_state = copy.deepcopy(optimizer.state_dict())
+    try:
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        return [p.detach() - w for p, w in zip(params, saved_w, strict=True)]
+    finally:
+        with torch.no_grad():
+            for p, w, g in zip(params, saved_w, saved_g, strict=True):
+                p.copy_(w)
+                p.grad = g
+        optimizer.load_state_dict(saved_state)
+
+
+def smoothness(model: torch.nn.Module, loss_fn, step_sizes=STEP_SIZES, update: list[torch.Tensor] | None = None
+               ) -> dict:
+    """Santurkar et al. 2018, on this batch's deterministic loss (dropout masks and all randomness held fixed):
+    from the weights w, step to w + t·d and record the loss range (loss variation), max ‖g(w + t·d) − g(w)‖
+    (gradient change) and max of that over ‖t·d‖ (effective β-smoothness).
+
+    Without `update`, d = −g and t are absolute step sizes (the paper's gradient direction). With `update` (the
+    optimizer's actual Δw), t are multiples of its length: along the gradient, d = −g·‖Δw‖/‖g‖ (keys as above),
+    and along the update itself, d = Δw (keys `update_*`), so both probe the distances training really moves.
+    Weights, .grad, buffers (BN statistics) and RNG are left exactly as they were."""
     params = [p for p in model.parameters() if p.requires_grad]
     saved_w = [p.detach().clone() for p in params]
     saved_b = {k: b.clone() for k, b in model.named_buffers()}
-    devices = [p.device for p in params if p.device.type == "cuda"][:1]
-    losses, changes, betas = [], [], []
+    devices = _cuda_devices(params)
+
+    def grads(loss):
+        gs = torch.autograd.grad(loss, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, gs, strict=True)]
+
+    out = {}
     try:
         with torch.random.fork_rng(devices=devices):
-            loss0 = loss_fn()
-            g0 = torch.autograd.grad(loss0, params, allow_unused=True)
-            g0 = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, g0, strict=True)]
-            gnorm = torch.sqrt(sum((g.float() ** 2).sum() for g in g0)).item()
-            losses.append(loss0.item())
-            for eta in step_sizes:
-                with torch.no_grad():
-                    for p, w, g in zip(params, saved_w, g0, strict=True):
-                        p.copy_(w - eta * g)
-                loss = loss_fn()
-                gi = torch.autograd.grad(loss, params, allow_unused=True)
-                diff = torch.sqrt(sum(((0 if a is None else a.detach()) - b).float().pow(2).sum()
-                                      for a, b in zip(gi, g0, strict=True))).item()
-                losses.append(loss.item())
-                changes.append(diff)
-                betas.append(diff / max(1e-12, eta * gnorm))
+            f = _fixed(model, loss_fn, devices)
+            loss0 = f()
+            g0 = grads(loss0)
+            gnorm = _norm(g0)
+            out["grad_norm"] = gnorm
+            directions = {"": [-g for g in g0]}
+            if update is not None:
+                unorm = _norm(update)
+                directions = {"": [-g * (unorm / max(gnorm, 1e-30)) for g in g0], "update_": update}
+                out["update_norm"] = unorm
+            for prefix, d in directions.items():
+                dnorm = _norm(d)
+                losses, changes, betas = [loss0.item()], [], []
+                for t in step_sizes:
+                    with torch.no_grad():
+                        for p, w, di in zip(params, saved_w, d, strict=True):
+                            p.copy_(w + t * di)
+                    loss = f()
+                    gi = grads(loss)
+                    diff = _norm([a - b for a, b in zip(gi, g0, strict=True)])
+                    losses.append(loss.item())
+                    changes.append(diff)
+                    betas.append(diff / (t * dnorm) if t * dnorm > 0 else 0.0)
+                finite = [x for x in losses if math.isfinite(x)]
+                out[prefix + "loss_variation"] = (max(finite) - min(finite)) if finite else float("nan")
+                out[prefix + "grad_change"] = max(changes)
+                out[prefix + "beta_smoothness"] = max(betas)
     finally:
         with torch.no_grad():
             for p, w in zip(params, saved_w, strict=True):
                 p.copy_(w)
             for k, b in model.named_buffers():
                 b.copy_(saved_b[k])
-    finite = [x for x in losses if math.isfinite(x)]
-    return {"loss_variation": (max(finite) - min(finite)) if finite else float("nan"),
-            "grad_change": max(changes), "beta_smoothness": max(betas), "grad_norm": gnorm}
+    return out
 
+
+# --------------------------------------------------------------------------------------------- statistic sizes
+
+def statistic_sizes(model: torch.nn.Module, loss_fn) -> dict[str, dict]:
+    """Per normalization slot (every module a norm factory made, identity included): N·H·W, the values BN pools
+    into each statistic at this batch, and the slot's own count (`models.norms.values_per_statistic`; None for
+    an identity). One forward of `loss_fn`, with RNG and buffers left as they were."""
+    from ..models.norms import values_per_statistic
+
+    slots = {n: m for n, m in model.named_modules() if getattr(m, "norm_slot", False)}
+    sizes: dict[str, dict] = {}
+    hooks = []
+    for name, m in slots.items():
+        def hook(mod, inputs, name=name):
+            x = inputs[0]
+            if x.ndim == 4:  # (B, C, H, W)
+                sizes[name] = {"nhw": x.shape[0] * x.shape[2] * x.shape[3],
+                               "own": values_per_statistic(mod, tuple(x.shape))}
+        hooks.append(m.register_forward_pre_hook(hook))
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved_b = {k: b.clone() for k, b in model.named_buffers()}
+    devices = _cuda_devices(params)
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            loss_fn()
+    finally:
+        for h in hooks:
+            h.remove()
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                b.copy_(saved_b[k])
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------- the probe
 
 def _layer_grads(model) -> tuple[float, float]:
     """‖∇‖ of the first and last weight matrices/kernels (the stem conv and the classifier)."""
@@ -62,20 +171,69 @@ def _layer_grads(model) -> tuple[float, float]:
 
 
 class Probe:
-    """For `train(probe=...)`: gradient norms every `grad_every` steps, smoothness every `smooth_every`."""
+    """For `train(probe=...)`: gradient norms and the share of steps grad_clip cut (every `grad_every` steps),
+    the statistic sizes (at step 1), smoothness (every `smooth_every`, along the gradient and, given the run's
+    optimizer, the session's, along its actual update)."""
 
-    def __init__(self, grad_every: int, smooth_every: int, step_sizes=STEP_SIZES):
-        self.grad_every, self.smooth_every, self.step_sizes = grad_every, smooth_every, step_sizes
+    def __init__(self, grad_every: int, smooth_every: int, grad_clip: float | None = None, optimizer=None):
+        self.grad_every, self.smooth_every, self.grad_clip = grad_every, smooth_every, grad_clip
+        self.optimizer = optimizer
+        self._clipped = self._seen = 0
 
     def __call__(self, step: int, model, loss_fn) -> dict:
+        optimizer = self.optimizer
         out = {}
+        if self.grad_clip:
+            total = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+            self._clipped += total > self.grad_clip  # the norm clip_grad_norm_ compares, not yet clipped
+            self._seen += 1
+        if step == 1:
+            sizes = statistic_sizes(model, loss_fn)
+            for name, s in sizes.items():
+                if s["own"] is not None:
+                    out[f"norm/values_per_statistic/{name}"] = s["own"]
+            if sizes:
+                out["norm/nhw_min"] = min(s["nhw"] for s in sizes.values())
+            own = [s["own"] for s in sizes.values() if s["own"] is not None]
+            if own:
+                out["norm/values_per_statistic_min"] = min(own)
         if step % self.grad_every == 0 or step == 1:
             first, last = _layer_grads(model)
             out.update({"grad/first_layer_norm": first, "grad/last_layer_norm": last})
+            if self.grad_clip and self._seen:
+                out["grad/clipped_share"] = self._clipped / self._seen
+                self._clipped = self._seen = 0
         if self.smooth_every and (step % self.smooth_every == 0 or step == 1):
-            s = smoothness(model, loss_fn, self.step_sizes)
+            if optimizer is not None:
+                update = optimizer_update(model, optimizer, self.grad_clip)
+                s = smoothness(model, loss_fn, UPDATE_MULTIPLES, update)
+            else:
+                s = smoothness(model, loss_fn)
             out.update({f"smoothness/{k}": v for k, v in s.items()})
         return out
+
+
+# --------------------------------------------------------------------------------------------- after training
+
+def _last_model(cfg: Experiment, run_dir: Path):
+    """(model from last.pt, tokenizer, first val set, device), or None without a val set."""
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.setup import datasets_for, pick_device, tokenizer_for
+    from ..models import build_model
+
+    val = datasets_for(cfg, "val")
+    if not val:
+        return None
+    device = pick_device(cfg.train.device)
+    tokenizer = tokenizer_for(cfg)
+    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)["model"])
+    return model, tokenizer, next(iter(val.values())), device
+
+
+def _batch_norms(model) -> dict[str, torch.nn.Module]:
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
 
 
 @torch.no_grad()
@@ -84,27 +242,19 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
     the training batch size) minus with running statistics (eval mode). Everything else stays in eval mode
     (no dropout), and nothing is written back."""
     from ..data.loaders import eval_loader
-    from ..engine.checkpoint import load_checkpoint
     from ..engine.metrics import MetricAccumulator
-    from ..engine.setup import datasets_for, pick_device, tokenizer_for
-    from ..models import build_model
 
-    val = datasets_for(cfg, "val")
-    if not val:
+    loaded = _last_model(cfg, run_dir)
+    if loaded is None:
         return {}
-    ds = next(iter(val.values()))
-    device = pick_device(cfg.train.device)
-    tokenizer = tokenizer_for(cfg)
-    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)["model"])
+    model, tokenizer, ds, device = loaded
     saved = {k: b.clone() for k, b in model.named_buffers()}
     result = {}
     for mode in ("eval", "train"):
         model.eval()
         if mode == "train":
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._NormBase):
-                    m.train()
+            for m in _batch_norms(model).values():
+                m.train()
         acc = MetricAccumulator(cfg.eval.protocol)
         bs = max(2, cfg.train.batch_size) if mode == "train" else cfg.eval.batch_size
         for images, labels in eval_loader(ds, bs, 0, cfg.eval.max_samples):
@@ -119,9 +269,73 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
             "train_eval_gap": result["train"] - result["eval"]}
 
 
+@torch.no_grad()
+def bn_layer_stats(cfg: Experiment, run_dir: Path) -> dict[str, dict]:
+    """Per BN layer (anything keeping running statistics), from last.pt on the first val set, the network in eval
+    mode and the val set cut into batches of the training batch size:
+    - `nhw`: the values behind each of its statistics at that batch size (N·H·W);
+    - `gap`: RMS of (output with batch statistics − output with running statistics) before the affine, in
+      units of the normalized activation: how differently the layer computes in train and eval mode;
+    - `mean_err`, `var_err`: the running statistics against the full val population's, per channel, averaged:
+      |μ_run − μ_pop| / σ_pop and |σ²_run / σ²_pop − 1|."""
+    from ..data.loaders import eval_loader
+    from ..models.norms import BatchRenorm2d
+
+    loaded = _last_model(cfg, run_dir)
+    if loaded is None:
+        return {}
+    model, _, ds, device = loaded
+    layers = _batch_norms(model)
+    bs = max(2, cfg.train.batch_size)
+    acc = {n: {"n": 0, "sum": 0.0, "sumsq": 0.0, "gap": 0.0, "batches": 0, "nhw": None} for n in layers}
+    hooks = []
+    for name, m in layers.items():
+        def hook(mod, inputs, name=name):
+            x = inputs[0].double()  # (B, C, H, W)
+            a = acc[name]
+            a["n"] += x.shape[0] * x.shape[2] * x.shape[3]
+            a["sum"] = a["sum"] + x.sum(dim=(0, 2, 3))
+            a["sumsq"] = a["sumsq"] + (x * x).sum(dim=(0, 2, 3))
+            if x.shape[0] != bs:
+                return  # the trailing short batch: not the training batch size
+            mu, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+            run_mu, run_var = mod.running_mean.double(), mod.running_var.double()
+            c = (slice(None), None, None)
+            y_train = (x - mu[c]) / (var[c] + mod.eps).sqrt()
+            if isinstance(mod, BatchRenorm2d):  # its training output, r and d at their final clamps
+                t = min(1.0, float(mod.num_batches_tracked) / mod.warmup)
+                r_max, d_max = 1.0 + (mod.r_max - 1.0) * t, mod.d_max * t
+                run_std = (run_var + mod.eps).sqrt()
+                r = ((var + mod.eps).sqrt() / run_std).clamp(1 / r_max, r_max)
+                d = ((mu - run_mu) / run_std).clamp(-d_max, d_max)
+                y_train = y_train * r[c] + d[c]
+            y_eval = (x - run_mu[c]) / (run_var[c] + mod.eps).sqrt()
+            a["gap"] += float(((y_train - y_eval) ** 2).mean())
+            a["batches"] += 1
+            a["nhw"] = x.shape[0] * x.shape[2] * x.shape[3]
+        hooks.append(m.register_forward_pre_hook(hook))
+    model.eval()
+    try:
+        for images, _ in eval_loader(ds, bs, 0, cfg.eval.max_samples):
+            model(images.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for name, a in acc.items():
+        if not a["n"]:
+            continue
+        m = layers[name]
+        mu = a["sum"] / a["n"]
+        var = (a["sumsq"] / a["n"] - mu * mu).clamp_min(0)
+        std = (var + m.eps).sqrt()
+        out[name] = {"nhw": a["nhw"], "gap": math.sqrt(a["gap"] / a["batches"]) if a["batches"] else None,
+                     "mean_err": float(((m.running_mean.double() - mu).abs() / std).mean()),
+                     "var_err": float((m.running_var.double() / (var + m.eps) - 1).abs().mean())}
+    return out
+
+
 def _peak_mem_mb(device_type: str) -> float:
     if device_type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-

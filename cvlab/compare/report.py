@@ -10,14 +10,27 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .probes import STEP_SIZES
+from .probes import UPDATE_MULTIPLES
 
 if TYPE_CHECKING:
+    from ..config import Experiment
     from .variants import Variant
 
-COLUMNS = ("norm", "batch_size", "seed", "status", "reason", "steps", "lr", "word_acc", "cer", "train_loss",
-           "train_eval_gap", "samples_per_s", "peak_mem_mb", "steps_to_half_best", "grad_norm_first",
-           "grad_norm_last", "loss_variation", "grad_change", "beta_smoothness", "run_dir")
+COLUMNS = ("norm", "batch_size", "seed", "status", "reason", "steps", "lr", "lr_scaling", "word_acc", "cer",
+           "train_loss", "train_eval_gap", "samples_per_s", "peak_mem_mb", "steps_to_half_best", "nhw_min",
+           "values_per_stat_min", "bn_gap_max", "bn_mean_err_max", "bn_var_err_max", "clipped_share",
+           "grad_norm_first", "grad_norm_last", "loss_variation", "grad_change", "beta_smoothness",
+           "update_loss_variation", "update_grad_change", "update_beta_smoothness", "run_dir")
+SCALARS = (("grad_norm_first", "grad/first_layer_norm"), ("grad_norm_last", "grad/last_layer_norm"),
+           ("clipped_share", "grad/clipped_share"), ("nhw_min", "norm/nhw_min"),
+           ("values_per_stat_min", "norm/values_per_statistic_min"),
+           *((c, f"smoothness/{c}") for c in ("loss_variation", "grad_change", "beta_smoothness",
+                                              "update_loss_variation", "update_grad_change",
+                                              "update_beta_smoothness")))
+MEANS = ("word_acc", "cer", "train_loss", "train_eval_gap", "samples_per_s", "peak_mem_mb", "steps_to_half_best",
+         "nhw_min", "values_per_stat_min", "bn_gap_max", "bn_mean_err_max", "bn_var_err_max", "clipped_share",
+         "loss_variation", "beta_smoothness", "update_loss_variation", "update_beta_smoothness",
+         "grad_norm_first", "grad_norm_last")
 
 
 # --------------------------------------------------------------------------------------------- summary
@@ -44,8 +57,14 @@ def collect(variants: list[Variant], out_dir: Path) -> tuple[list[dict], dict]:
             {"status": "failed", "reason": "not run"}
         row = dict.fromkeys(COLUMNS)
         row.update(norm=v.norm, batch_size=v.batch_size, seed=v.seed, status=rec["status"],
-                   reason=rec.get("reason", ""), steps=v.cfg.train.steps, lr=v.cfg.train.lr, run_dir=str(d),
-                   train_eval_gap=rec.get("train_eval_gap"), peak_mem_mb=rec.get("peak_mem_mb"))
+                   reason=rec.get("reason", ""), steps=v.cfg.train.steps, lr=v.cfg.train.lr,
+                   lr_scaling=v.lr_scaling, run_dir=str(d), train_eval_gap=rec.get("train_eval_gap"),
+                   peak_mem_mb=rec.get("peak_mem_mb"))
+        layers = rec.get("bn_layers") or {}
+        row["bn_layers"] = layers  # per BN layer (report.md's table; summary.json, not the csv)
+        for col, key in (("bn_gap_max", "gap"), ("bn_mean_err_max", "mean_err"), ("bn_var_err_max", "var_err")):
+            vals = [x[key] for x in layers.values() if x.get(key) is not None]
+            row[col] = max(vals) if vals else None
         scalars = read_scalars(d) if d.is_dir() and any(d.glob("events.out.tfevents.*")) else {}
         metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
         first = next(iter(metrics.get("datasets", {}).items()), None)
@@ -56,16 +75,19 @@ def collect(variants: list[Variant], out_dir: Path) -> tuple[list[dict], dict]:
             row["train_loss"] = loss[-1][1] if loss else None
             row["samples_per_s"] = _mean(v for _, v in scalars.get("train/samples_per_s", [])[1:]
                                          or scalars.get("train/samples_per_s", []))
-            for col, tag in (("grad_norm_first", "grad/first_layer_norm"), ("grad_norm_last", "grad/last_layer_norm"),
-                             ("loss_variation", "smoothness/loss_variation"),
-                             ("grad_change", "smoothness/grad_change"),
-                             ("beta_smoothness", "smoothness/beta_smoothness")):
+            for col, tag in SCALARS:
                 row[col] = _mean(x for _, x in scalars.get(tag, []))
             acc = [k for k in scalars if k.startswith("val/") and k.endswith("/word_acc")]
             if acc:
                 first_tag = f"val/{first[0]}/word_acc" if first else sorted(acc)[0]
                 curves[v.name] = scalars.get(first_tag, [])
         rows.append(row)
+    # norms without layers (none, weight) have no slot sizes of their own: N·H·W is the architecture's at that
+    # batch size, so they take it from a variant that measured it
+    by_bs = {r["batch_size"]: r["nhw_min"] for r in rows if r["nhw_min"] is not None and math.isfinite(r["nhw_min"])}
+    for r in rows:
+        if r["nhw_min"] is None or not math.isfinite(r["nhw_min"]):
+            r["nhw_min"] = by_bs.get(r["batch_size"])
     best = max((a for c in curves.values() for _, a in c), default=0.0)
     for row in rows:
         curve = curves.get(f"norm={row['norm']},bs={row['batch_size']},seed={row['seed']}", [])
@@ -74,11 +96,70 @@ def collect(variants: list[Variant], out_dir: Path) -> tuple[list[dict], dict]:
     return rows, curves
 
 
+def _finite(xs) -> list[float]:
+    return [x for x in xs if x is not None and math.isfinite(x)]
+
+
 def _ms(xs) -> tuple[float, float]:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    xs = _finite(xs)
     if not xs:
         return float("nan"), float("nan")
     return sum(xs) / len(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def t_interval(xs, level: float = 0.95) -> tuple[float, float]:
+    """The `level` confidence interval of the mean of `xs` from the t-distribution with n − 1 degrees of
+    freedom (nan, nan below 2 values)."""
+    from scipy import stats
+
+    xs = _finite(xs)
+    if len(xs) < 2:
+        return float("nan"), float("nan")
+    m, s = sum(xs) / len(xs), statistics.stdev(xs)
+    half = stats.t.ppf(0.5 + level / 2, len(xs) - 1) * s / math.sqrt(len(xs))
+    return m - half, m + half
+
+
+def welch(a, b) -> float:
+    """Welch's two-sided t-test p-value for different means (unequal variances); nan below 2 values a side.
+    Two constant samples: 0 when their values differ, 1 when they are equal."""
+    from scipy import stats
+
+    a, b = _finite(a), _finite(b)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+MIN_SEEDS = 3  # below this many finished seeds a cell has no interval and no difference is called resolved
+
+
+def significance(rows: list[dict], metric: str = "word_acc", alpha: float = 0.05) -> list[dict]:
+    """Every pair of norms at the same batch size, and every norm between batch sizes: the difference in mean
+    `metric`, Welch's p, whether the 95 % intervals overlap, and `resolved` (p < alpha with at least MIN_SEEDS
+    finished seeds a side; otherwise the difference is not resolved, and `why` says so)."""
+    done = [r for r in rows if r["status"] == "done"]
+    cells: dict[tuple, list[float]] = {}
+    for r in done:
+        cells.setdefault((r["norm"], r["batch_size"]), []).append(r[metric])
+    keys = list(cells)
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:] if a[1] == b[1] or a[0] == b[0]]
+    out = []
+    for a, b in pairs:
+        xa, xb = _finite(cells[a]), _finite(cells[b])
+        (la, ha), (lb, hb) = t_interval(xa), t_interval(xb)
+        p = welch(xa, xb)
+        enough = min(len(xa), len(xb)) >= MIN_SEEDS
+        overlap = not (ha < lb or hb < la) if enough else None
+        resolved = bool(enough and p < alpha)
+        why = ("" if enough else f"fewer than {MIN_SEEDS} seeds") if not resolved else ""
+        if enough and not resolved:
+            why = f"p = {p:.3g} ≥ {alpha}"
+        out.append({"a": a, "b": b, "diff": _ms(xa)[0] - _ms(xb)[0], "p": p, "overlap": overlap,
+                    "resolved": resolved, "why": why})
+    return out
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -90,9 +171,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
         done = [r for r in group if r["status"] == "done"]
         entry = {"norm": norm, "batch_size": bs, "runs": len(group), "done": len(done),
                  "status": ",".join(sorted({r["status"] for r in group}))}
-        for col in ("word_acc", "cer", "train_loss", "train_eval_gap", "samples_per_s", "peak_mem_mb",
-                    "steps_to_half_best", "loss_variation", "beta_smoothness", "grad_norm_first", "grad_norm_last"):
+        for col in MEANS:
             entry[col], entry[col + "_std"] = _ms(r[col] for r in (done if col != "train_loss" else group))
+        for col in ("word_acc", "cer"):
+            entry[col + "_ci"] = t_interval(r[col] for r in done) if len(done) >= MIN_SEEDS else (float("nan"),) * 2
+        entry["lr"], entry["lr_scaling"] = group[0]["lr"], group[0]["lr_scaling"]
         table.append(entry)
     for e in table:
         ref = next((x for x in table if x["norm"] == "batch" and x["batch_size"] == e["batch_size"]), None)
@@ -108,12 +191,14 @@ def _pm(m: float, s: float, scale: float = 100.0, digits: int = 2) -> str:
 
 def table_rows(table: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The aggregated table as text cells (shared by report.md and the CLI's rich table)."""
-    head = ["norm", "batch", "word acc %", "CER %", "train loss", "Δ vs batch", "train−eval gap", "samples/s",
-            "peak MB", "steps to 50% best", "status"]
+    head = ["norm", "batch", "lr (rule)", "N·H·W", "word acc %", "CER %", "train loss", "Δ vs batch",
+            "train−eval gap", "samples/s", "peak MB", "steps to 50% best", "status"]
     body = []
     for e in table:
         d = e["delta_vs_batch"]
-        body.append([e["norm"], str(e["batch_size"]), _pm(e["word_acc"], e["word_acc_std"]),
+        nhw = e["nhw_min"]
+        body.append([e["norm"], str(e["batch_size"]), f"{e['lr']:.3g} ({e['lr_scaling']})",
+                     f"{nhw:.0f}" if math.isfinite(nhw) else "—", _pm(e["word_acc"], e["word_acc_std"]),
                      _pm(e["cer"], e["cer_std"]), _pm(e["train_loss"], e["train_loss_std"], 1, 3),
                      f"{100 * d:+.2f}" if math.isfinite(d) else "—",
                      f"{100 * e['train_eval_gap']:+.2f}" if math.isfinite(e["train_eval_gap"]) else "—",
@@ -167,42 +252,157 @@ def _plots(out_dir: Path, rows: list[dict], curves: dict, table: list[dict]) -> 
     fig.tight_layout()
     fig.savefig(out_dir / "acc_vs_batch_size.png", dpi=110)
     plt.close(fig)
-    return ["val_acc_vs_step.png", "acc_vs_batch_size.png"]
+
+    # the mechanism: accuracy and CER against the values behind each BN statistic at the run's batch size
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    for ax, col, label in ((axes[0][0], "word_acc", "final val word accuracy %"), (axes[0][1], "cer", "final val CER %")):
+        for i, norm in enumerate(norms):
+            pts = sorted((e["nhw_min"], e[col], e[col + "_std"]) for e in table
+                         if e["norm"] == norm and math.isfinite(e[col]) and math.isfinite(e["nhw_min"]))
+            if pts:
+                ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts],
+                            color=f"C{i}", marker="o", capsize=3, label=norm)
+        ax.set_xscale("log")
+        ax.set_xlabel("N·H·W per BN statistic, smallest normalized layer")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "acc_vs_nhw.png", dpi=110)
+    plt.close(fig)
+    return ["val_acc_vs_step.png", "acc_vs_batch_size.png", "acc_vs_nhw.png"]
 
 
-def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: dict) -> None:
+def _clean(v):
+    """JSON-safe: non-finite floats become null, at any depth."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _g(x, fmt: str = ".4g") -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "—"
+
+
+def protocol(base: Experiment, variants: list[Variant]) -> list[str]:
+    """report.md's statement of what was held equal and how each batch size's settings were derived."""
+    from ..engine.optim import DEFAULT_LR_SCALING
+
+    t = base.train
+    biggest = max(v.batch_size for v in variants)
+    rules = sorted({v.lr_scaling for v in variants})
+    lines = ["## Protocol", "",
+             f"- **Same samples seen.** `train.steps` ({variants[0].cfg.train.steps * variants[0].batch_size // biggest} "
+             f"at batch {biggest}) and every step-counted setting are set for the largest batch size; a batch k times "
+             "smaller takes k× the steps, warm-up, eval, checkpoint and log intervals, the probe interval and batch "
+             "renorm's relaxation, so every variant follows the same schedule in samples.",
+             f"- **Learning rate: {', '.join(rules)} scaling** from `train.lr` = {t.lr:g} at batch {biggest} "
+             f"(optimizer {t.optimizer}; its default is {DEFAULT_LR_SCALING[t.optimizer]}). linear: lr × b/{biggest} "
+             "(Goyal et al. 2017, the GN paper's SGD protocol). sqrt: lr × √(b/" + str(biggest) + "), and each "
+             "moving average's horizon kept in samples, 1 − β → (b/" + str(biggest) + ")·(1 − β) for Adam's betas "
+             "and Adadelta's rho (Malladi et al. 2022). Adadelta takes sqrt because its update is the gradient "
+             "divided by a running RMS of gradients, the RMSprop-type step the square-root rule is derived for.",
+             f"- **grad_clip** ({t.grad_clip if t.grad_clip else 'off'}) is the same at every batch size: a smaller "
+             "batch's noisier gradient is cut more often; the share of steps it cut is in the table below.",
+             "- **Not scaled, on purpose:** BN's running-statistics momentum (a per-step average, part of BN as "
+             "published: at small batches it averages fewer samples, which is one of the effects under study), "
+             "weight decay, and Adam's eps.", "",
+             "| batch | steps | lr | optimizer settings |", "|---|---|---|---|"]
+    seen = set()
+    for v in variants:
+        if v.batch_size in seen:
+            continue
+        seen.add(v.batch_size)
+        vt = v.cfg.train
+        opt = {"adamw": f"betas {vt.betas[0]:.6g}, {vt.betas[1]:.8g}", "adadelta": f"rho {vt.rho:.6g}",
+               "sgd": f"momentum {vt.momentum:.6g}"}[vt.optimizer]
+        lines.append(f"| {v.batch_size} | {vt.steps} | {vt.lr:.4g} | {opt}, warm-up {vt.warmup_steps}, eval every "
+                     f"{vt.eval_every} |")
+    return lines + [""]
+
+
+def _significance_lines(rows: list[dict]) -> list[str]:
+    seeds = max((sum(1 for r in rows if (r["norm"], r["batch_size"]) == key and r["status"] == "done")
+                 for key in {(r["norm"], r["batch_size"]) for r in rows}), default=0)
+    lines = ["## Which differences are resolved", ""]
+    if seeds < MIN_SEEDS:
+        return lines + [f"Fewer than {MIN_SEEDS} finished seeds per cell: no difference in this table is resolved "
+                        f"(rerun with `--seeds {MIN_SEEDS}` or more for 95 % intervals and Welch tests).", ""]
+    lines += ["Word accuracy, mean with its 95 % interval (t-distribution, n − 1 degrees of freedom) per cell; "
+              "a difference is **resolved** when Welch's t-test gives p < 0.05 with at least "
+              f"{MIN_SEEDS} seeds a side (whether the intervals overlap is shown beside it).", "",
+              "| a | b | Δ word acc (a − b) | Welch p | intervals overlap | resolved |", "|---|---|---|---|---|---|"]
+    for s in significance(rows):
+        a, b = s["a"], s["b"]
+        overlap = "—" if s["overlap"] is None else ("yes" if s["overlap"] else "no")
+        verdict = "**yes**" if s["resolved"] else f"no ({s['why']})"
+        lines.append(f"| {a[0]} bs {a[1]} | {b[0]} bs {b[1]} | {100 * s['diff']:+.2f} | {_g(s['p'], '.3g')} | "
+                     f"{overlap} | {verdict} |")
+    return lines + [""]
+
+
+def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: dict,
+                  protocol_lines: list[str] | None = None) -> None:
     from ..engine.checkpoint import write_json
 
     with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")  # bn_layers: summary.json only
         w.writeheader()
         w.writerows(rows)
-    clean = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    write_json({"variants": clean, "table": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                              for k, v in e.items()} for e in table]}, out_dir / "summary.json")
+    write_json({"variants": _clean(rows), "table": _clean(table)}, out_dir / "summary.json")
     pngs = _plots(out_dir, rows, curves, table)
     head, body = table_rows(table)
-    md = [f"# compare-norms: {out_dir.name}", "",
-          "Mean ± std over seeds of the finished variants; every variant saw the same number of training samples. "
-          "Word accuracy and CER on the first validation set at the end of training; Δ vs batch is word "
-          "accuracy minus batch norm's at the same batch size; train−eval gap is word accuracy with norm "
-          "layers on batch statistics minus on running statistics.", "",
+    md = [f"# compare-norms: {out_dir.name}", "", *(protocol_lines or []),
+          "## Results", "",
+          "Mean ± std over seeds of the finished variants. Word accuracy and CER on the first validation set at "
+          "the end of training; N·H·W is the number of values behind each BN statistic in the smallest "
+          "normalized layer at that batch size; Δ vs batch is word accuracy minus batch norm's at the same batch "
+          "size; train−eval gap is word accuracy with norm layers on batch statistics minus on running "
+          "statistics.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
-    md += ["", *[f"![{p}]({p})" for p in pngs], "",
-           "## Loss-landscape smoothness and gradient norms (Santurkar et al. 2018)", "",
-           f"Every K steps, from the current weights, a step of η·g for η in {list(STEP_SIZES)}: loss variation is "
-           "the range of the losses, gradient change max ‖g(w−ηg) − g(w)‖, β-smoothness that over ‖ηg‖. "
-           "Means over the run; lower is smoother. Gradient norms of the first (stem conv) and last (classifier) "
-           "weights, mean over logged steps.", "",
-           "| norm | batch | loss variation | β-smoothness | ‖∇‖ first layer | ‖∇‖ last layer |", "|---|---|---|---|---|---|"]
+    if any(math.isfinite(e["word_acc_ci"][0]) for e in table):
+        md += ["", "95 % intervals (t-distribution):", ""]
+        md += [f"- {e['norm']} bs {e['batch_size']}: word acc {100 * e['word_acc_ci'][0]:.2f}–"
+               f"{100 * e['word_acc_ci'][1]:.2f} %, CER {100 * e['cer_ci'][0]:.2f}–{100 * e['cer_ci'][1]:.2f} %"
+               f" ({e['done']} seeds)" for e in table if math.isfinite(e["word_acc_ci"][0])]
+    md += ["", *[f"![{p}]({p})" for p in pngs], "", *_significance_lines(rows)]
+    md += ["## The mechanism: batch statistics per BN layer", "",
+           "From last.pt on the first validation set, network in eval mode, the set cut into batches of the "
+           "training batch size. N·H·W: values behind each statistic. gap: RMS difference between the layer's "
+           "output on batch statistics and on running statistics (units of the normalized activation). mean / "
+           "var error: running statistics against the whole val set's, |μ_run − μ_pop|/σ_pop and "
+           "|σ²_run/σ²_pop − 1|, averaged over channels. First seed of each cell.", "",
+           "| norm | batch | layer | N·H·W | gap | mean error | var error |", "|---|---|---|---|---|---|---|"]
+    firsts = {}
+    for r in rows:
+        firsts.setdefault((r["norm"], r["batch_size"]), r)
+    for (norm, bs), r in firsts.items():
+        for name, x in (r.get("bn_layers") or {}).items():
+            md.append(f"| {norm} | {bs} | `{name}` | {x['nhw']} | {_g(x['gap'], '.3f')} | {_g(x['mean_err'], '.3f')} "
+                      f"| {_g(x['var_err'], '.3f')} |")
+    md += ["", "## Loss-landscape smoothness and gradient norms (Santurkar et al. 2018)", "",
+           "About ten times per run, on that step's batch with its dropout masks and every other source of "
+           "randomness held fixed (one deterministic loss), from the current weights w: the optimizer's actual "
+           f"update Δw (clipped as training clips it) and steps of t·‖Δw‖ for t in {list(UPDATE_MULTIPLES)}, along "
+           "the gradient (−g scaled to ‖Δw‖, Santurkar et al.'s direction) and along Δw itself. Loss variation is "
+           "the range of the losses, β-smoothness max ‖g(w + t·d) − g(w)‖ / ‖t·d‖. Means over the run; lower is "
+           "smoother. Gradient norms of the first (stem conv) and last (classifier) weights, mean over logged "
+           "steps; clipped: the share of steps grad_clip cut.", "",
+           "| norm | batch | loss variation (gradient) | β (gradient) | loss variation (update) | β (update) | "
+           "‖∇‖ first layer | ‖∇‖ last layer | clipped |", "|---|---|---|---|---|---|---|---|---|"]
     for e in table:
-        md.append(f"| {e['norm']} | {e['batch_size']} | {e['loss_variation']:.4g} | {e['beta_smoothness']:.4g} | "
-                  f"{e['grad_norm_first']:.4g} | {e['grad_norm_last']:.4g} |")
+        md.append(f"| {e['norm']} | {e['batch_size']} | {_g(e['loss_variation'])} | {_g(e['beta_smoothness'])} | "
+                  f"{_g(e['update_loss_variation'])} | {_g(e['update_beta_smoothness'])} | "
+                  f"{_g(e['grad_norm_first'])} | {_g(e['grad_norm_last'])} | {_g(e['clipped_share'], '.2f')} |")
     bad = [r for r in rows if r["status"] != "done"]
     if bad:
         md += ["", "## Variants that did not finish", ""]
         md += [f"- `{r['norm']}` bs {r['batch_size']} seed {r['seed']}: **{r['status']}** — {r['reason']}"
                for r in bad]
     (out_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-

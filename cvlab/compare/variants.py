@@ -16,16 +16,18 @@ from ..config import Experiment
 from ..engine.progress import NullProgress, Progress
 from ..engine.rundir import check_writable
 from ..errors import CvlabError
-from .probes import Probe, _peak_mem_mb, train_eval_gap
-from .report import aggregate, collect, write_outputs
+from .probes import Probe, _peak_mem_mb, bn_layer_stats, train_eval_gap
+from .report import aggregate, collect, protocol, write_outputs
 
 
 @dataclass
 class Variant:
-    norm: str
+    norm: str  # the --norms entry: a norm name, or name@position
     batch_size: int
     seed: int
     cfg: Experiment
+    lr_scaling: str = "none"
+    smooth_every: int | None = None  # the probe interval, in this variant's steps (None: 10 per run)
 
     @property
     def name(self) -> str:
@@ -34,45 +36,80 @@ class Variant:
 
 # --------------------------------------------------------------------------------------------- variants
 
-def make_variants(base: Experiment, norms: list[str], batch_sizes: list[int], seeds: int, steps: int | None = None,
-                  lr_scaling: bool = True, jobs: int = 1) -> list[Variant]:
-    """Validated configs for every norm × batch size × seed; raises CvlabError on an unknown norm."""
+def parse_norm(entry: str) -> tuple[str, str | None]:
+    """`group` -> ('group', None: its published position); `batch@after_act` -> ('batch', 'after_act')."""
     from ..models.norms import NORMS
 
-    bad = [n for n in norms if n not in NORMS]
-    if bad:
-        raise CvlabError(f"--norms: unknown norm {', '.join(bad)} (valid: {', '.join(NORMS)})")
+    name, _, position = entry.partition("@")
+    if name not in NORMS:
+        raise CvlabError(f"--norms: unknown norm {name} (valid: {', '.join(NORMS)})")
+    if position and position not in POSITIONS:
+        raise CvlabError(f"--norms {entry}: unknown position {position!r} (valid: {', '.join(POSITIONS)})")
+    return name, position or None
+
+
+POSITIONS = ("before_act", "after_act")
+
+
+def scaled_steps(n: int, k: float) -> int:
+    """A step-counted setting for a run with k× the steps: the same point in samples seen."""
+    return max(1, round(n * k))
+
+
+def make_variants(base: Experiment, norms: list[str], batch_sizes: list[int], seeds: int, steps: int | None = None,
+                  lr_scaling: str | None = None, jobs: int = 1, smooth_every: int | None = None) -> list[Variant]:
+    """Validated configs for every norm × batch size × seed; raises CvlabError on an unknown norm or rule.
+
+    The protocol (report.md states it): `steps`, `smooth_every` and the base's learning rate are meant for the
+    largest batch size; a batch k times smaller takes k× every step-counted setting (steps, warm-up, eval,
+    checkpoint and log intervals, batch renorm's relaxation, the probe interval), so each variant sees the
+    same schedule in samples, and its optimizer settings follow `lr_scaling` (None: the optimizer's default,
+    engine.optim.DEFAULT_LR_SCALING)."""
+    from ..config.model import NORM_OPTIONS
+    from ..engine.optim import DEFAULT_LR_SCALING, LR_SCALING, scale_for_batch
+
     if not norms or not batch_sizes or seeds < 1:
         raise CvlabError("--norms and --batch-sizes need at least one value, --seeds at least 1")
+    parsed = [parse_norm(n) for n in norms]
     if any(b < 1 for b in batch_sizes):
         raise CvlabError("--batch-sizes: every batch size must be at least 1")
+    rule = lr_scaling or DEFAULT_LR_SCALING[base.train.optimizer]
+    if rule not in LR_SCALING:
+        raise CvlabError(f"--lr-scaling {rule}: unknown rule (valid: {', '.join(LR_SCALING)})")
     biggest = max(batch_sizes)
     budget = steps or base.train.steps
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else base.train.threads
     out = []
     for bs in batch_sizes:
         k = biggest / bs  # same samples seen: k× the steps at 1/k of the batch
-        for norm in norms:
+        for entry, (norm, position) in zip(norms, parsed, strict=True):
             for s in range(seeds):
                 raw = base.model_dump(mode="json")
                 raw["seed"] = base.seed + s
-                raw["model"]["norm"]["name"] = norm
-                if norm != "group":  # group-only options back to their neutral values (or validation refuses)
-                    raw["model"]["norm"].update(groups=32, channels_per_group=None)
+                n = raw["model"]["norm"]
+                n["name"] = norm
+                for key, owner in NORM_OPTIONS.items():  # other norms' options back to neutral (or validation refuses)
+                    if owner != norm:
+                        n[key] = type(base.model.norm).model_fields[key].default
+                if position:
+                    n["position"] = position
+                if norm == "batch_renorm":
+                    n["renorm_warmup"] = scaled_steps(base.model.norm.renorm_warmup, k)
                 t = raw["train"]
                 t["batch_size"] = bs
-                t["steps"] = max(1, round(budget * k))
-                t["eval_every"] = max(1, round(min(base.train.eval_every, budget) * k))
+                t["steps"] = scaled_steps(budget, k)
+                t["eval_every"] = scaled_steps(min(base.train.eval_every, budget), k)
+                t["checkpoint_every"] = scaled_steps(base.train.checkpoint_every, k)
                 t["warmup_steps"] = round(base.train.warmup_steps * k)
                 t["threads"] = threads
-                if lr_scaling:
-                    t["lr"] = base.train.lr * bs / biggest
-                raw["log"]["every"] = max(1, round(base.log.every * k))
+                t.update(scale_for_batch(base.train, bs / biggest, rule))
+                raw["log"]["every"] = scaled_steps(base.log.every, k)
                 try:
                     cfg = Experiment.model_validate(raw)
                 except ValueError as e:  # pydantic's ValidationError
-                    raise CvlabError(f"norm={norm}, batch size {bs}: invalid config: {e}") from None
-                out.append(Variant(norm, bs, base.seed + s, cfg))
+                    raise CvlabError(f"norm={entry}, batch size {bs}: invalid config: {e}") from None
+                out.append(Variant(entry, bs, base.seed + s, cfg, rule,
+                                   scaled_steps(smooth_every, k) if smooth_every else None))
     return out
 
 
@@ -99,7 +136,7 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
     Module-level so `--jobs` can run it in a worker process."""
     from ..engine.checkpoint import write_json
     from ..engine.setup import pick_device
-    from ..engine.train import Diverged, TrainingInterrupted, train
+    from ..engine.train import Diverged, TrainingInterrupted, prepare, train
 
     cfg = Experiment.model_validate(cfg_json)
     run_dir = Path(run_dir)
@@ -109,11 +146,13 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        probe = Probe(cfg.log.every, smooth_every)
+        progress = progress or NullProgress()
+        session = prepare(cfg, progress)  # writes nothing; the probe needs its optimizer
+        probe = Probe(cfg.log.every, smooth_every, cfg.train.grad_clip, session.optimizer)
         # the engine writes the run (config.yaml, env.json, lock), as for any other run
-        train(cfg, run_dir, progress or NullProgress(), resume=resume, probe=probe)
+        train(cfg, run_dir, progress, resume=resume, probe=probe, session=session)
         rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir),
-               "peak_mem_mb": _peak_mem_mb(device.type)}
+               "bn_layers": bn_layer_stats(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type)}
     except Diverged as e:
         rec = {"status": "diverged", "reason": str(e)}
     except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C stops the comparison; a rerun resumes this variant
@@ -128,13 +167,13 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
 # --------------------------------------------------------------------------------------------- the comparison
 
 def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes: list[int], seeds: int = 1,
-                  steps: int | None = None, lr_scaling: bool = True, jobs: int = 1, smooth_every: int | None = None,
-                  progress: Progress | None = None) -> dict:
+                  steps: int | None = None, lr_scaling: str | None = None, jobs: int = 1,
+                  smooth_every: int | None = None, progress: Progress | None = None) -> dict:
     """Train every variant not yet finished under `out_dir`, then write summary.csv/json, plots and report.md.
     Returns {'rows': [...], 'table': [...], 'out': out_dir}."""
     progress = progress or NullProgress()
     out_dir = Path(out_dir)
-    variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs)
+    variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs, smooth_every)
     check_writable(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []
@@ -143,7 +182,7 @@ def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes
             progress.message(f"{v.name}: finished earlier, skipped")
         else:
             todo.append(v)
-    every = {v.name: smooth_every if smooth_every is not None else max(1, v.cfg.train.steps // 10) for v in todo}
+    every = {v.name: v.smooth_every or max(1, v.cfg.train.steps // 10) for v in todo}
     if jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
             # the most steps first (small batches: slowest per sample), so no long variant starts last
@@ -161,12 +200,12 @@ def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes
     else:
         for v in todo:
             progress.message(f"{v.name}: training {v.cfg.train.steps} steps at batch size {v.batch_size}, "
-                             f"lr {v.cfg.train.lr:.3g}")
+                             f"lr {v.cfg.train.lr:.3g} ({v.lr_scaling} scaling)")
             rec = run_variant(v.cfg.model_dump(mode="json"), str(out_dir / v.name), every[v.name])
             progress.message(f"{v.name}: {rec['status']} {rec.get('reason', '')}".rstrip())
     rows, curves = collect(variants, out_dir)
     table = aggregate(rows)
-    write_outputs(out_dir, rows, table, curves)
+    write_outputs(out_dir, rows, table, curves, protocol(base, variants))
     return {"rows": rows, "table": table, "out": out_dir}
 
 

@@ -56,8 +56,18 @@ class ElasticSpec(OpSpec):
 
 # --- text warps (Learn to Augment, Luo et al. CVPR 2020): fiducial points on the top and bottom borders
 
+Warp = Annotated[Literal["tps", "mls"], Field(description="tps: thin-plate spline; mls: similarity moving least "
+                                                         "squares, the deformation of the authors' augmentation tool")]
+Magnitudes = Annotated[Literal["cvlab", "authors"], Field(
+    description="authors: the moves of the authors' tool (Text-Image-Augmentation) instead of `radius`: distort "
+    "corners inward by up to 1/3 of a segment's width, inner points ±1/6 of it in x and y; stretch ±0.4 of a "
+    "segment (as cvlab's default); perspective corners by up to half the height")]
+
+
 class TextDistortSpec(OpSpec):
     op: Literal["text_distort"] = "text_distort"
+    magnitudes: Magnitudes = "cvlab"
+    warp: Warp = "tps"
     segments: int = Field(4, ge=1, le=64, description="the borders are cut into this many segments")
     radius: float = Field(0.25, ge=0, le=0.5, description="max move of a corner point (inner points: half), as a "
                                                           "share of the image height; inward, so points stay inside")
@@ -65,6 +75,8 @@ class TextDistortSpec(OpSpec):
 
 class TextStretchSpec(OpSpec):
     op: Literal["text_stretch"] = "text_stretch"
+    magnitudes: Magnitudes = "cvlab"
+    warp: Warp = "tps"
     segments: int = Field(4, ge=1, le=64)
     radius: float = Field(0.4, ge=0, lt=0.5, description="max horizontal move of each inner boundary, as a "
                                                          "share of the segment width (< 0.5 keeps glyph order)")
@@ -72,6 +84,8 @@ class TextStretchSpec(OpSpec):
 
 class TextPerspectiveSpec(OpSpec):
     op: Literal["text_perspective"] = "text_perspective"
+    magnitudes: Magnitudes = "cvlab"
+    warp: Warp = "tps"
     segments: int = Field(4, ge=1, le=64)
     radius: float = Field(0.3, ge=0, lt=0.5, description="max vertical move of each corner toward the other "
                                                          "row, as a share of the image height")
@@ -135,11 +149,15 @@ class LearnedSpec(OpSpec):
     """Fiducial-point moves predicted by an agent network trained jointly with the recognizer."""
 
     op: Literal["learned"] = "learned"
+    warp: Warp = "tps"
     p: float = Field(1.0, ge=0, le=1, description="probability of applying the op to each image of a batch")
     segments: int = Field(4, ge=1, le=64)
     radius: float = Field(0.25, ge=0, le=0.5, description="max move of each fiducial point, as a share of the "
                                                           "image height")
     lr: float = Field(1e-3, gt=0, description="the agent's Adam learning rate")
+    explore: float = Field(0.5, gt=0, le=1, description="exploration: the share of the agent's own per-point moves "
+                           "changed to another move, giving the alternative it is compared with (our default; "
+                           "the paper perturbs the prediction without a published rate)")
 
 
 AUGMENT_SPECS = (RotateSpec, AffineSpec, PerspectiveSpec, ElasticSpec, TextDistortSpec, TextStretchSpec,

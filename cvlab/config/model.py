@@ -30,7 +30,8 @@ class BackboneCfg(Section):
         None, description="vgg: crnn (default) | 11 | 16; resnet: text (default, [1,2,5,3]) | 18 | 34 | 50"
     )
     norm_at: Literal["crnn", "all"] | None = Field(
-        None, description="vgg crnn only: crnn = norm after conv 5 and 6 as published (default); all = every conv but the last"
+        None, description="vgg crnn: crnn = norm after conv 5 and 6 as published (default), all = every conv but the "
+        "last; alexnet: all = every conv even for a norm published on the first stages only (lrn: conv 1-2)"
     )
     dropout: float | None = Field(
         None, ge=0, lt=1, description="dropout on the backbone's output (default 0.5 for alexnet as in its head, else 0)"
@@ -63,16 +64,28 @@ class NormCfg(Section):
     name: Literal["batch", "batch_renorm", "group", "layer", "layer_channels", "instance", "lrn", "weight", "none"] = "batch"
     groups: int = Field(32, ge=1, description="group: number of groups (reduced to the largest divisor of the channels)")
     channels_per_group: int | None = Field(None, ge=1, description="group: channels per group instead of `groups`")
-    position: Literal["before_act", "after_act"] = "before_act"
+    min_channels_per_group: int = Field(
+        2, ge=1, description="group: fewer groups where `groups` would leave fewer channels per group (2: the "
+        "fewest the GN paper's ResNet-50 has, 64 channels in 32 groups; 1 lets a layer become instance norm)")
+    renorm_warmup: int = Field(1000, ge=1, description="batch_renorm: steps over which r_max and d_max relax "
+                               "(compare-norms scales it with the step count)")
+    position: Literal["before_act", "after_act"] | None = Field(
+        None, description="null = the norm's published position (before the activation; lrn after the ReLU)")
 
-    @field_validator("groups", "channels_per_group")
+    @field_validator("groups", "channels_per_group", "min_channels_per_group", "renorm_warmup")
     @classmethod
-    def _group_options_apply(cls, value, info: ValidationInfo):
+    def _options_apply(cls, value, info: ValidationInfo):
         neutral = cls.model_fields[info.field_name].default
         name = info.data.get("name", "batch")
-        if name != "group" and value != neutral:
-            raise ValueError(f"applies to model.norm.name=group only (this is {name}); leave it {neutral}")
+        owner = NORM_OPTIONS[info.field_name]
+        if name != owner and value != neutral:
+            raise ValueError(f"applies to model.norm.name={owner} only (this is {name}); leave it {neutral}")
         return value
+
+
+# the norm each option belongs to (compare-norms resets them to neutral for the other norms)
+NORM_OPTIONS = {"groups": "group", "channels_per_group": "group", "min_channels_per_group": "group",
+                "renorm_warmup": "batch_renorm"}
 
 
 class SequenceCfg(Section):

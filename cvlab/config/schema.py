@@ -13,11 +13,13 @@ from .model import ModelCfg
 class TrainCfg(Section):
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adamw", "adadelta"] = "adamw"
-    lr: float = Field(1e-3, gt=0, description="peak learning rate (adadelta: usually 1.0)")
+    optimizer: Literal["adamw", "adadelta", "sgd"] = Field(
+        "adamw", description="sgd: with momentum (the Group Normalization paper's optimizer)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (adadelta: usually 1.0; sgd: e.g. 0.1)")
     weight_decay: float = Field(1e-4, ge=0, description="not applied to norm parameters and biases")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adamw only")
     rho: float = Field(0.95, gt=0, lt=1, description="adadelta only")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     warmup_steps: int = Field(100, ge=0, description="linear warm-up steps (cosine and constant)")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a share of lr")

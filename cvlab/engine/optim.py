@@ -27,7 +27,49 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimi
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=1e-8)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+# --------------------------------------------------------------------------------------------- batch size
+
+# How settings found at one batch size carry over to another, by optimizer family:
+# - linear (Goyal et al. 2017; the Group Normalization paper's protocol): SGD's update is lr × the gradient, so k
+#   times fewer samples per step take lr/k; momentum stays (Goyal et al. keep 0.9).
+# - sqrt (Malladi et al., NeurIPS 2022, derived for RMSprop and Adam): lr × √ratio, and every moving average's
+#   horizon is kept in samples rather than steps, 1 − β → ratio · (1 − β).
+# Adadelta takes sqrt: its update is the gradient divided by a running RMS of gradients (times a running RMS of
+# updates), the RMSprop-type preconditioning the square-root rule is derived for, not SGD's raw gradient step;
+# its `rho` is that moving average, so it is scaled like Adam's betas.
+LR_SCALING = ("linear", "sqrt", "none")
+DEFAULT_LR_SCALING = {"sgd": "linear", "adamw": "sqrt", "adadelta": "sqrt"}
+
+
+def scale_for_batch(cfg: TrainCfg, ratio: float, rule: str | None = None) -> dict:
+    """The `train` settings for a batch `ratio` times the one `cfg` was tuned at (ratio = new / reference), as
+    {key: value}; `rule` None = the optimizer's default. Not scaled, on purpose: weight decay and grad_clip
+    (compare-norms reports both), and Adam's eps (fixed at torch's 1e-8: ε/√ratio is below fp32 resolution of
+    any normalised update here)."""
+    rule = rule or DEFAULT_LR_SCALING[cfg.optimizer]
+    if rule not in LR_SCALING:
+        raise ValueError(f"lr scaling {rule!r} (valid: {', '.join(LR_SCALING)})")
+    if rule == "none":
+        return {}
+    if rule == "linear":
+        return {"lr": cfg.lr * ratio}
+
+    def horizon(beta: float) -> float:  # an average over 1/(1 − β) steps, kept at the same number of samples
+        return min(max(0.0, 1.0 - ratio * (1.0 - beta)), 1.0 - 1e-12)
+
+    out = {"lr": cfg.lr * math.sqrt(ratio)}
+    if cfg.optimizer == "adamw":
+        out["betas"] = (horizon(cfg.betas[0]), horizon(cfg.betas[1]))
+    elif cfg.optimizer == "adadelta":
+        out["rho"] = horizon(cfg.rho)
+    elif cfg.optimizer == "sgd":
+        out["momentum"] = horizon(cfg.momentum) if cfg.momentum else 0.0
+    return out
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainCfg):

@@ -14,17 +14,26 @@ from ..config import Experiment
 from ..errors import CvlabError
 from .progress import NullProgress, Progress
 
-BATCH_NORMS = ("batch", "batch_renorm")
 
-
-def adjustment_messages(cfg: Experiment, adjustments: dict[int, int]) -> list[str]:
-    """One line per adjusted channel count (every layer with that many channels uses the same groups)."""
+def adjustment_messages(cfg: Experiment, adjustments: dict[int, int], degenerate: dict[str, str] | None = None
+                        ) -> list[str]:
+    """One line per adjusted channel count (every layer with that many channels uses the same groups), then one
+    per kind of degenerate group norm layer, naming every such layer."""
     n = cfg.model.norm
     if n.channels_per_group:
-        return [f"model.norm.channels_per_group: {n.channels_per_group} does not divide {c} channels; "
-                f"using {g} groups of {c // g}" for c, g in sorted(adjustments.items())]
-    return [f"model.norm.groups: {n.groups} does not divide {c} channels; using {g}"
-            for c, g in sorted(adjustments.items())]
+        lines = [f"model.norm.channels_per_group: {n.channels_per_group} does not divide {c} channels; "
+                 f"using {g} groups of {c // g}" for c, g in sorted(adjustments.items())]
+    else:
+        lines = [f"model.norm.groups: {n.groups} groups " + (
+            f"would leave fewer than model.norm.min_channels_per_group={n.min_channels_per_group} channels per "
+            f"group in {c} channels" if c // n.min_channels_per_group < n.groups else f"do not divide {c} channels")
+            + f"; using {g} ({c // g} per group)" for c, g in sorted(adjustments.items())]
+    for kind, what in (("instance", "one channel per group: it is instance norm"),
+                       ("layer", "one group: it is layer norm")):
+        names = [name for name, k in (degenerate or {}).items() if k == kind]
+        if names:
+            lines.append(f"model.norm: group norm has {what} in {len(names)} layer(s): {', '.join(names)}")
+    return lines
 
 
 def longest_label(cfg: Experiment) -> tuple[int, str] | None:
@@ -71,12 +80,15 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
     `eval_mode=False` skips the eval-mode forward (`models show` runs its own, with hooks)."""
     progress = progress or NullProgress()
     m, img = cfg.model, cfg.data.image
-    if m.norm.name in BATCH_NORMS and cfg.train.batch_size < 2:
+    from ..models.norms import traits
+
+    if traits(m.norm.name).uses_batch_stats and cfg.train.batch_size < 2:
         raise CvlabError(f"model.norm.name={m.norm.name} cannot train with train.batch_size={cfg.train.batch_size} "
                          f"(batch statistics need at least 2 samples); raise train.batch_size or use "
                          f"model.norm.name=group, layer or instance")
     adjustments = dict(getattr(model, "norm_adjustments", {}))
-    for line in adjustment_messages(cfg, adjustments):
+    degenerate = dict(getattr(model, "norm_degenerate", {}))
+    for line in adjustment_messages(cfg, adjustments, degenerate):
         progress.message(line)
 
     saved = {k: b.clone() for k, b in model.named_buffers()}  # BN running statistics move in train mode
@@ -111,7 +123,7 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
         if m.head.name == "attention" and m.head.max_length < n:
             raise CvlabError(f"model.head.max_length={m.head.max_length} is shorter than the labels {key}={n} "
                              f"makes; raise model.head.max_length to at least {n} or lower {key}")
-    return {"steps": steps, "adjustments": adjustments}
+    return {"steps": steps, "adjustments": adjustments, "degenerate": degenerate}
 
 
 def fit_training_labels(train_sets: dict, cfg: Experiment, tokenizer, steps: int,

@@ -4,8 +4,9 @@ follows (the paper's classifier dropout).
 
 Re-strided for text lines: conv 1 strides 2 instead of 4 and the first pool halves both axes (W/4 reached), the
 later pools stride (2, 1) so the height keeps shrinking while the width stays at W/4 (32×100 -> 2×25).
-`norm_at: crnn` is not defined here; the configured norm follows every conv (the paper put LRN after conv 1
-and 2 only: use `norm: {name: lrn}` for its normalization).
+Where the norm goes follows its traits: a norm published for the first N conv stages only (LRN, N = 2: "response
+normalization layers follow the first and second convolutional layers", after the ReLU) normalizes those, and
+every other norm follows every conv. `norm_at: all` puts any norm after every conv.
 """
 
 from __future__ import annotations
@@ -27,17 +28,21 @@ class AlexNet(nn.Module):
         super().__init__()
         c = [scaled(w, cfg) for w in (64, 192, 384, 256, 256)]
 
-        def block(cin: int, cout: int, k: int, s, p: int) -> nn.Sequential:
-            return conv_norm_act(cin, cout, k, s, p, norm, act, position)
+        traits = getattr(norm, "traits", None)
+        first = None if cfg.norm_at == "all" or traits is None else traits.first_stages
+        self.normed = set(range(5)) if first is None else set(range(first))  # conv stages with a norm
+
+        def block(i: int, cin: int, cout: int, k: int, s, p: int) -> nn.Sequential:
+            return conv_norm_act(cin, cout, k, s, p, norm if i in self.normed else None, act, position)
 
         self.features = nn.Sequential(
-            block(in_channels, c[0], 11, 2, 5),                    # (B, c0, H/2, W/2)
+            block(0, in_channels, c[0], 11, 2, 5),                 # (B, c0, H/2, W/2)
             nn.MaxPool2d(3, 2, 1),                                 # (B, c0, H/4, W/4)
-            block(c[0], c[1], 5, 1, 2),
+            block(1, c[0], c[1], 5, 1, 2),
             nn.MaxPool2d(3, (2, 1), 1),                            # (B, c1, H/8, W/4)
-            block(c[1], c[2], 3, 1, 1),
-            block(c[2], c[3], 3, 1, 1),
-            block(c[3], c[4], 3, 1, 1),
+            block(2, c[1], c[2], 3, 1, 1),
+            block(3, c[2], c[3], 3, 1, 1),
+            block(4, c[3], c[4], 3, 1, 1),
             nn.MaxPool2d(3, (2, 1), 1),                            # (B, c4, H/16, W/4)
             nn.Dropout(0.5 if cfg.dropout is None else cfg.dropout),
         )

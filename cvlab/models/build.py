@@ -10,7 +10,7 @@ from ..errors import CvlabError
 from .alexnet import AlexNet
 from .googlenet import GoogLeNet
 from .heads import HEADS
-from .norms import apply_weight_norm, make_act, make_norm
+from .norms import apply_weight_norm, degenerate_groups, make_act, make_norm, resolved_position
 from .resnet import ResNet
 from .sequence import SEQUENCES
 from .tps import TPS, DtrbTPS
@@ -31,6 +31,7 @@ class Recognizer(nn.Module):
         self.backbone, self.sequence, self.head = backbone, sequence, head
         self.dropout = nn.Dropout(dropout)
         self.norm_adjustments: dict[int, int] = {}
+        self.norm_degenerate: dict[str, str] = {}  # group norm layers that are instance or layer norm, by name
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.transform(images * 2.0 - 1.0)          # [0, 1] -> [-1, 1]; rectified, same size
@@ -61,14 +62,16 @@ def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Recogn
     head_cls = _lookup("model.head.name", cfg.head.name, HEADS)
     transform_cls = _lookup("model.transform", cfg.transform, TRANSFORMS)
     norm, act = make_norm(cfg.norm), make_act(cfg.act)
-    position = cfg.norm.position
+    position = resolved_position(cfg.norm)  # the norm's published position unless model.norm.position says
     transform = transform_cls(in_channels, cfg.backbone, norm, act, position) if transform_cls else None
     backbone = backbone_cls(in_channels, cfg.backbone, norm, act, position)
     hidden = cfg.sequence.hidden or max(8, round(DEFAULT_HIDDEN[cfg.backbone.size] * cfg.backbone.width))
     sequence = sequence_cls(backbone.out_channels, hidden, cfg.sequence.layers)
     head = head_cls.from_cfg(sequence.out_channels, num_classes, cfg.head)
     model = Recognizer(backbone, sequence, head, cfg.dropout, transform)
-    if cfg.norm.name == "weight":
+    if norm.traits.reparametrizes:
         apply_weight_norm(model)
     model.norm_adjustments = dict(getattr(norm, "adjusted", {}))
+    if norm.traits.grouped:
+        model.norm_degenerate = degenerate_groups(model)
     return model
