@@ -14,7 +14,7 @@ from ..config import Experiment
 from ..errors import CvlabError
 from .progress import NullProgress, Progress
 
-BATCH_NORMS = ("batch", "batch_renorm")
+BATCH_NORMS = ("batch", "sync_batch", "batch_renorm")
 
 
 def adjustment_messages(cfg: Experiment, adjustments: dict[int, int]) -> list[str]:
