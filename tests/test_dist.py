@@ -241,3 +241,51 @@ def test_sync_batch_weights_are_plain_batch_norm_weights():
     built = model("sync_batch")
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in built.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in built.modules()) > 0
+
+
+def _agree(rank: int, port: int, world: int, q) -> None:
+    import cvlab.engine.dist as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    dist._CTX = None
+    try:
+        ctx = dist.context("cpu", timeout_s=1)
+        if rank == 1:
+            ctx.all_ok(False, "preparation", ValueError("rank 1's data is missing"))
+            q.put((rank, "failed"))
+        else:
+            ctx.all_ok(True, "preparation")
+            q.put((rank, "passed"))
+    except Exception as e:  # noqa: BLE001
+        q.put((rank, f"{type(e).__name__}: {e}"))
+    q.close()
+    q.join_thread()  # the message is out before os._exit
+    dist._shutdown()
+    os._exit(0)
+
+
+def _spawn_agree(world: int, ranks: list[int]) -> dict:
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    q, port = fork.Queue(), _free_port()
+    procs = [fork.Process(target=_agree, args=(r, port, world, q)) for r in ranks]
+    for p in procs:
+        p.start()
+    out = dict(q.get(timeout=60) for _ in ranks)
+    for p in procs:
+        p.join(timeout=30)
+    return out
+
+
+def test_a_rank_that_fails_stops_the_others_with_its_name():
+    out = _spawn_agree(2, [0, 1])
+    assert out[1] == "failed"
+    assert out[0].startswith("RankFailed") and "rank(s) 1 failed during preparation" in out[0]
+
+
+def test_a_rank_that_never_comes_is_a_clear_error_not_a_hang():
+    (message,) = _spawn_agree(2, [0]).values()  # WORLD_SIZE=2, rank 1 never started
+    assert message.startswith("CvlabError") and "could not join the process group" in message
+    assert "train.dist_timeout=1s" in message
