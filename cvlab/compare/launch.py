@@ -44,9 +44,14 @@ def check_gpus(gpus: list[int]) -> None:
                          f"; name each at most once")
 
 
+def _see_only(gpu: int) -> None:
+    """In a fresh process, before CUDA starts: this GPU is its cuda:0 (peak-memory figures read the right one)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+
+
 def on_gpus(todo: list, out_dir: Path, every: dict, gpus: list[int], progress: Progress) -> None:
     """Pack variants onto GPUs: a thread per GPU takes the next variant (most steps first) and trains it in a
-    fresh spawned process with train.device=cuda:N, so each variant's CUDA memory is freed when it ends."""
+    fresh spawned process that sees that GPU alone, so each variant's CUDA memory is freed when it ends."""
     from .variants import run_variant
 
     check_gpus(gpus)
@@ -62,8 +67,8 @@ def on_gpus(todo: list, out_dir: Path, every: dict, gpus: list[int], progress: P
                     return
                 v = queue.pop(0)
             cfg = v.cfg.model_dump(mode="json")
-            cfg["train"]["device"] = f"cuda:{gpu}"
-            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            cfg["train"]["device"] = "cuda"
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_see_only, initargs=(gpu,)) as pool:
                 try:
                     rec = pool.submit(run_variant, cfg, str(out_dir / v.name), every[v.name]).result()
                 except Exception as e:  # noqa: BLE001  (a crashed process: the other GPUs carry on)
