@@ -244,9 +244,9 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     progress = (progress or NullProgress()) if ctx.main else NullProgress()
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
-    state = None
-    if resume and last.is_file():  # read-only checks first: a refused resume changes no file
-        state = ctx.run_on_main(lambda: _resumable(run_dir, last, cfg, ctx.world), "reading last.pt")
+    # read-only checks first: a refused resume changes no file. Rank 0 reads, every rank gets the state
+    state = ctx.run_on_main(lambda: _resumable(run_dir, last, cfg, ctx.world) if resume and last.is_file() else None,
+                            "reading last.pt")
     s = session or prepare(cfg, progress)
     if state is not None:
         s.restore(state, last)
