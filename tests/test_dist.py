@@ -289,3 +289,16 @@ def test_a_rank_that_never_comes_is_a_clear_error_not_a_hang():
     (message,) = _spawn_agree(2, [0]).values()  # WORLD_SIZE=2, rank 1 never started
     assert message.startswith("CvlabError") and "could not join the process group" in message
     assert "train.dist_timeout=1s" in message
+
+
+def test_ranks_read_one_sample_stream_and_a_resume_continues_it_at_any_global_batch():
+    from cvlab.data.loaders import StepSampler
+
+    one = StepSampler(n=10, batch_size=6, seed=3, steps=4)  # crosses epochs: 24 samples of a 10-sample set
+    ranks = [StepSampler(n=10, batch_size=3, seed=3, steps=4, rank=r, world=2) for r in range(2)]
+    for step in range(4):
+        assert ranks[0].batch(step) + ranks[1].batch(step) == one.batch(step)
+    assert [len(list(r)) for r in ranks] == [4, 4]  # the same number of steps on every rank
+    # trained 2 steps at global batch 6 (12 samples), resumed on one process at batch 3: the next samples
+    resumed = StepSampler(n=10, batch_size=3, seed=3, steps=4, start=2, offset=12)
+    assert resumed.batch(2) + resumed.batch(3) == one.batch(2)
