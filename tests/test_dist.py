@@ -302,3 +302,27 @@ def test_ranks_read_one_sample_stream_and_a_resume_continues_it_at_any_global_ba
     # trained 2 steps at global batch 6 (12 samples), resumed on one process at batch 3: the next samples
     resumed = StepSampler(n=10, batch_size=3, seed=3, steps=4, start=2, offset=12)
     assert resumed.batch(2) + resumed.batch(3) == one.batch(2)
+
+
+def test_a_batch_unreadable_on_one_rank_skips_that_step_on_every_rank(tmp_path):
+    """DDP's backward needs every rank: a rank left with no readable image must not sit the step out alone
+    (the others would wait in the gradient all-reduce). The ranks agree to skip it, and say so."""
+    import io
+
+    from data_fixtures import png_bytes, write_lmdb
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (40, 20), 0).save(buf, format="JPEG")
+    write_lmdb(tmp_path / "words", [(png_bytes(30, 32, 60), b"ab"), (buf.getvalue()[:40], b"cut"),
+                                    (png_bytes(34, 32, 90), b"ba"), (png_bytes(26, 32, 120), b"a")])
+    exp = _exp(1)
+    exp["data"]["train"] = [{"type": "lmdb", "root": str(tmp_path / "words")}]
+    exp["data"]["val"] = [{"type": "lmdb", "root": str(tmp_path / "words"), "name": "val"}]  # no fonts to load
+    exp["train"].update(steps=4, eval_every=4, dist_timeout=30)
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    printed = torchrun(["train", tmp_path / "exp.yaml", "--runs-dir", tmp_path / "runs"], tmp_path)
+    assert "skipped on every rank because one rank's batch was entirely unreadable" in printed[0]
+    assert "image unreadable at load time" in printed[0] and "(rank " in printed[0]
+    (run,) = (tmp_path / "runs" / "tiny").iterdir()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
