@@ -42,7 +42,7 @@ def compare_norms(
                                     help="Scale train.lr linearly with batch size (relative to the largest)."),
     jobs: int = typer.Option(1, min=1, help="Variants trained at a time, each in its own process."),
     smooth_every: int = typer.Option(None, min=1, help="Loss-landscape probe every N steps (default: 10 per run)."),
-    launcher: str = typer.Option("local", help="local (this machine: --jobs or --gpus) or submitit (a Slurm job "
+    launcher: str = typer.Option("local", metavar="local|submitit", help="local (this machine: --jobs or --gpus) or submitit (a Slurm job "
                                  "array, requeued on preemption; submitit's local executor without Slurm)."),
     gpus: str = typer.Option(None, metavar="0,1,2,3", help="Pack variants onto these GPUs of this machine, one "
                              "per GPU at a time."),
