@@ -31,7 +31,8 @@ SUBSET = [
 
 def test_subset_covers_every_backbone_norm_and_head():
     assert {s[0] for s in SUBSET} == set(BACKBONES)
-    assert {s[1] for s in SUBSET} == set(NORMS)
+    # sync_batch builds batch's model (plain BatchNorm2d; the engine converts it under torchrun on GPUs)
+    assert {s[1] for s in SUBSET} == set(NORMS) - {"sync_batch"}
     assert {s[2] for s in SUBSET} == set(HEADS)
 
 

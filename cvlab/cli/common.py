@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -21,26 +22,38 @@ err = Console(stderr=True, soft_wrap=True)
 SET_HELP = "Override a config value, e.g. `--set train.lr=3e-4` (repeatable; values are YAML)."
 
 
+def other_rank() -> int:
+    """Under torchrun, this process's rank when it is not rank 0 (which alone prints results), else 0."""
+    from ..engine.dist import launched
+
+    return int(os.environ["RANK"]) if launched() else 0
+
+
 def guarded(fn):
     """Bad input -> one line on stderr and exit 2, no traceback; Ctrl-C during training -> the loop has written
-    last.pt, print how to resume, exit 130; divergence -> exit 1. Anything else is a bug: traceback, exit 1."""
+    last.pt, print how to resume, exit 130; divergence -> exit 1. Anything else is a bug: traceback, exit 1.
+    Under torchrun the other ranks print only errors that rank 0 does not print itself, prefixed with their rank."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from ..engine.train import Diverged, TrainingInterrupted
 
+        rank = other_rank()
         try:
             return fn(*args, **kwargs)
         except CvlabError as e:
-            for line in str(e).splitlines() or ["bad input"]:
-                err.print(f"error: {line}", markup=False, highlight=False)
+            if not getattr(e, "quiet", False):
+                for line in str(e).splitlines() or ["bad input"]:
+                    err.print(f"{f'rank {rank}: ' if rank else ''}error: {line}", markup=False, highlight=False)
             raise typer.Exit(2) from None
         except TrainingInterrupted as e:
-            err.print(f"interrupted at step {e.step}; checkpoints/last.pt written. Resume with:", markup=False)
-            err.print(f"  cvlab train --resume {e.run_dir}", markup=False, highlight=False)
+            if not rank:
+                err.print(f"interrupted at step {e.step}; checkpoints/last.pt written. Resume with:", markup=False)
+                err.print(f"  cvlab train --resume {e.run_dir}", markup=False, highlight=False)
             raise typer.Exit(130) from None
         except Diverged as e:
-            err.print(f"error: training diverged: {e}", markup=False, highlight=False)
+            if not rank:
+                err.print(f"error: training diverged: {e}", markup=False, highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:  # before the first step: a new run had nothing to save and was removed
             err.print("interrupted (nothing was checkpointed yet, so no run was kept)")

@@ -27,6 +27,10 @@ def _ints(text: str, option: str) -> list[int]:
              "--set train.lr=1e-3\n\n"
              "    cvlab compare-norms experiments/quickstart.yaml --norms batch,batch@after_act,lrn "
              "--batch-sizes 32,2\n\n"
+             "    cvlab compare-norms experiments/scene_text.yaml --norms batch,group,layer --gpus 0,1,2,3\n\n"
+             "    cvlab compare-norms experiments/scene_text.yaml --norms batch,sync_batch,group --seeds 3 "
+             "--launcher submitit --submitit slurm_partition=gpu --submitit gpus_per_node=1 "
+             "--submitit timeout_min=720 --dry-run\n\n"
              "Rerun the same command (same --out) to resume: finished variants are skipped.")
 @guarded
 def compare_norms(
@@ -44,6 +48,14 @@ def compare_norms(
     jobs: int = typer.Option(1, min=1, help="Variants trained at a time, each in its own process."),
     smooth_every: int = typer.Option(None, min=1, help="Loss-landscape probe every N steps at the largest batch "
                                      "size, scaled like every interval (default: 10 per run)."),
+    launcher: str = typer.Option("local", metavar="local|submitit", help="local (this machine: --jobs or --gpus) or submitit (a Slurm job "
+                                 "array, requeued on preemption; submitit's local executor without Slurm)."),
+    gpus: str = typer.Option(None, metavar="0,1,2,3", help="Pack variants onto these GPUs of this machine, one "
+                             "per GPU at a time."),
+    submitit_opt: list[str] = typer.Option([], "--submitit", metavar="KEY=VALUE", help="submitit executor "
+                                           "parameter (repeatable), e.g. slurm_partition=gpu, timeout_min=720, "
+                                           "gpus_per_node=1, slurm_array_parallelism=16, cluster=local."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --launcher submitit: list the jobs, submit none."),
     out_dir: Path = typer.Option(None, "--out", help="Output folder (default: runs/compare/<experiment name>)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
@@ -51,6 +63,7 @@ def compare_norms(
     sibling TensorBoard runs, summary.csv/json, report.md and plots in the output folder."""
     from ..compare import compare_norms as compare_fn
     from ..compare import table_rows
+    from ..compare.launch import parse_options
     from ..config import load_config
     from .progress import PlainProgress
 
@@ -60,7 +73,10 @@ def compare_norms(
     out_dir = out_dir or Path("runs") / "compare" / cfg.name
     err.print(f"output folder: [b]{out_dir}[/b]")
     res = compare_fn(cfg, out_dir, names, sizes, seeds, steps, lr_scaling, jobs, smooth_every,
-                     PlainProgress(err, 10**9))
+                     PlainProgress(err, 10**9), launcher, _ints(gpus, "--gpus") if gpus else None,
+                     parse_options(submitit_opt), dry_run)
+    if res.get("dry_run"):
+        return
     head, body = table_rows(res["table"])
     table = Table(title=f"compare-norms: {cfg.name}")
     for i, h in enumerate(head):

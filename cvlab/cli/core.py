@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import CvlabError
-from .common import SET_HELP, _results_table, _tensorboard_cmd, app, err, guarded, out
+from .common import SET_HELP, _results_table, _tensorboard_cmd, app, err, guarded, other_rank, out
 
 config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment files.")
 app.add_typer(config_app, name="config")
@@ -16,7 +16,9 @@ app.add_typer(config_app, name="config")
 @app.command(epilog="Examples:\n\n    cvlab train experiments/quickstart.yaml\n\n"
              "    cvlab train experiments/quickstart.yaml --set train.steps=200 --set model.norm.name=group\n\n"
              "    cvlab train --resume runs/quickstart/20261122-101500\n\n"
-             "    cvlab train experiments/scene_text.yaml --init-from runs/quickstart")
+             "    cvlab train experiments/scene_text.yaml --init-from runs/quickstart\n\n"
+             "    torchrun --nproc-per-node 4 -m cvlab train experiments/scene_text.yaml  "
+             "(train.batch_size per process; rank 0 writes the run)")
 @guarded
 def train(
     experiment: Path = typer.Argument(None, metavar="[EXPERIMENT.yaml]", help="Experiment YAML file.",
@@ -35,6 +37,8 @@ def train(
     from ..engine.runs import resume_run, start_run
     from .progress import make_progress
 
+    if other_rank():  # torchrun: rank 0 prints progress and results; the engine keeps the others silent too
+        out.quiet = True
     if resume is not None:
         if experiment is not None or init_from is not None:
             raise CvlabError("give either EXPERIMENT [--init-from ...] or --resume RUN_DIR, not both")

@@ -168,12 +168,25 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
 
 def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes: list[int], seeds: int = 1,
                   steps: int | None = None, lr_scaling: str | None = None, jobs: int = 1,
-                  smooth_every: int | None = None, progress: Progress | None = None) -> dict:
+                  smooth_every: int | None = None, progress: Progress | None = None, launcher: str = "local",
+                  gpus: list[int] | None = None, submitit: dict | None = None, dry_run: bool = False) -> dict:
     """Train every variant not yet finished under `out_dir`, then write summary.csv/json, plots and report.md.
-    Returns {'rows': [...], 'table': [...], 'out': out_dir}."""
+    Returns {'rows': [...], 'table': [...], 'out': out_dir}. `launcher`/`gpus`/`submitit`: where the variants
+    train (compare/launch.py); `dry_run` (submitit): say what would be submitted, train and write nothing."""
+    from . import launch
+
     progress = progress or NullProgress()
     out_dir = Path(out_dir)
-    variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs, smooth_every)
+    if launcher not in launch.LAUNCHERS:
+        raise CvlabError(f"--launcher {launcher}: unknown (valid: {', '.join(launch.LAUNCHERS)})")
+    if gpus and launcher != "local":
+        raise CvlabError("--gpus packs variants onto this machine's GPUs: use it with --launcher local (with "
+                         "submitit, ask for GPUs per job: --submitit gpus_per_node=1)")
+    if (submitit or dry_run) and launcher != "submitit":
+        raise CvlabError("--submitit and --dry-run apply to --launcher submitit")
+    if gpus:
+        launch.check_gpus(gpus)
+        variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs, smooth_every)
     check_writable(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []
@@ -183,7 +196,13 @@ def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes
         else:
             todo.append(v)
     every = {v.name: v.smooth_every or max(1, v.cfg.train.steps // 10) for v in todo}
-    if jobs > 1 and len(todo) > 1:
+    if launcher == "submitit" and todo:
+        launch.with_submitit(todo, out_dir, every, submitit or {}, progress, dry_run)
+        if dry_run:
+            return {"rows": [], "table": [], "out": out_dir, "dry_run": True}
+    elif gpus and todo:
+        launch.on_gpus(todo, out_dir, every, gpus, progress)
+    elif jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
             # the most steps first (small batches: slowest per sample), so no long variant starts last
             longest_first = sorted(todo, key=lambda v: -v.cfg.train.steps)

@@ -61,7 +61,7 @@ class BackboneCfg(Section):
 
 
 class NormCfg(Section):
-    name: Literal["batch", "batch_renorm", "group", "layer", "layer_channels", "instance", "lrn", "weight", "none"] = "batch"
+    name: Literal["batch", "sync_batch", "batch_renorm", "group", "layer", "layer_channels", "instance", "lrn", "weight", "none"] = "batch"
     groups: int = Field(32, ge=1, description="group: number of groups (reduced to the largest divisor of the channels)")
     channels_per_group: int | None = Field(None, ge=1, description="group: channels per group instead of `groups`")
     min_channels_per_group: int = Field(

@@ -29,8 +29,12 @@ class TrainCfg(Section):
         "none", description="autocast dtype; auto: bf16 where the hardware computes it natively (CUDA, AVX512-BF16/AMX "
         "CPUs), fp16 on older GPUs, fp32 elsewhere; fp16 needs CUDA")
     channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the training forward (compiles on the first steps; "
+                          "worth it only on long GPU runs)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    dist_timeout: int = Field(600, ge=1, description="torchrun: seconds a rank waits for the others (joining, and "
+                              "every collective) before failing instead of hanging")
     eval_every: int = Field(500, ge=1, description="evaluate (and write last.pt, best.pt) every N steps and at the end")
     init_from: str | None = Field(
         None, description="start from another run's weights (a run directory, a folder of runs or a .pt file): "

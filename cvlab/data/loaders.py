@@ -233,10 +233,18 @@ def has_lexicons(ds: Dataset) -> bool:
 
 
 class StepSampler(Sampler[list[int]]):
-    """Index batches for steps [start, steps): a fresh permutation per epoch, seeded by (seed, epoch)."""
+    """Index batches for steps [start, steps): a fresh permutation per epoch, seeded by (seed, epoch).
 
-    def __init__(self, n: int, batch_size: int, seed: int, steps: int, start: int = 0):
+    The sample stream is fixed by the seed alone. With G = batch_size × world, step s reads the global positions
+    [offset + (s - start)·G, + G) and rank r takes its r-th slice of batch_size, so N processes see together
+    exactly what one process at batch G sees. `offset` (samples already seen; default start·G) lets a resumed
+    run continue the same stream at another global batch (another world size)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, steps: int, start: int = 0, rank: int = 0,
+                 world: int = 1, offset: int | None = None):
         self.n, self.batch_size, self.seed, self.steps, self.start = n, batch_size, seed, steps, start
+        self.rank, self.world = rank, world
+        self.offset = start * batch_size * world if offset is None else offset
         self._epoch, self._perm = -1, None
 
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -245,11 +253,13 @@ class StepSampler(Sampler[list[int]]):
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
         return self._perm
 
+    def position(self, step: int) -> int:
+        """The global sample position where step `step` begins."""
+        return self.offset + (step - self.start) * self.batch_size * self.world
+
     def batch(self, step: int) -> list[int]:
-        out = []
-        for p in range(step * self.batch_size, (step + 1) * self.batch_size):
-            out.append(int(self._permutation(p // self.n)[p % self.n]))
-        return out
+        first = self.position(step) + self.rank * self.batch_size
+        return [int(self._permutation(p // self.n)[p % self.n]) for p in range(first, first + self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.steps):
@@ -259,17 +269,31 @@ class StepSampler(Sampler[list[int]]):
         return max(0, self.steps - self.start)
 
 
-def train_loader(datasets: dict[str, Dataset], batch_size: int, seed: int, steps: int, start: int, workers: int
-                 ) -> DataLoader:
+def _fast_loading(workers: int, pin: bool) -> dict:
+    """Loader options for a GPU: pinned host memory (so `.to(device, non_blocking=True)` overlaps the copy),
+    workers kept alive between iterations and several batches prefetched per worker."""
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+    return {"pin_memory": pin, **extra}
+
+
+def train_loader(datasets: dict[str, Dataset], batch_size: int, seed: int, steps: int, start: int, workers: int,
+                 rank: int = 0, world: int = 1, offset: int | None = None, pin: bool | None = None) -> DataLoader:
+    """Step `start` onwards; under torchrun each rank passes its rank and the world size (see StepSampler)."""
     ds = ConcatDataset(list(datasets.values()))
-    sampler = StepSampler(len(ds), batch_size, seed, steps, start)
+    sampler = StepSampler(len(ds), batch_size, seed, steps, start, rank, world, offset)
+    pin = torch.cuda.is_available() if pin is None else pin
     return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, keep_empty=True,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available())
+                           **_fast_loading(workers, pin))
 
 
-def eval_loader(ds: Dataset, batch_size: int, workers: int, max_samples: int | None = None) -> DataLoader:
+def eval_loader(ds: Dataset, batch_size: int, workers: int, max_samples: int | None = None,
+                shard: range | None = None, pin: bool | None = None) -> DataLoader:
+    """`shard`: this rank's slice of the (max_samples-limited) set under torchrun; indices stay the set's own."""
     if max_samples is not None and max_samples < len(ds):
         ds = Subset(ds, range(max_samples))
-    ds = _EvalView(ds, has_lexicons(ds))
-    return ReportingLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available())
+    view = _EvalView(ds, has_lexicons(ds))
+    part = Subset(view, shard) if shard is not None else view
+    part.ds = view.ds  # what evaluate() traces sample ids through
+    pin = torch.cuda.is_available() if pin is None else pin
+    return ReportingLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                           **_fast_loading(workers, pin))

@@ -15,12 +15,15 @@ from .setup import autocast
 @torch.no_grad()
 def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, device: torch.device,
              amp: str = "none", channels_last: bool = False, keep: int = 0, rows: list | None = None,
-             lexicon: str | tuple | None = "dataset", decoder=None) -> tuple[dict, tuple]:
+             lexicon: str | tuple | None = "dataset", decoder=None, ctx=None) -> tuple[dict, tuple]:
     """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids. `rows`, when a list,
     receives one dict per sample (id, label, prediction, confidence, scored strings, correct). `lexicon`:
     "dataset" scores the sets' own lexicons, (name, words) one word list for every sample, None none.
     `decoder`: an `engine.decode` beam decoder (None: the head's greedy decoding); it also reads the lexicon
-    answers when it can."""
+    answers when it can.
+    `ctx` (a dist.DistContext): `loader` holds this rank's shard; the counts behind every metric (correct,
+    samples, edit distances, reference lengths, unreadable images) are summed over ranks before any rate is
+    computed, so the result is the single-process one, never an average of per-rank rates."""
     was_training = model.training
     model.eval()
     acc = MetricAccumulator(protocol, keep_rows=rows is not None)
@@ -58,11 +61,20 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
     if rows is not None:
         rows += acc.rows
     grid = (torch.cat(kept_images) if kept_images else None, kept_labels, kept_preds)
-    result = acc.result()
     report = getattr(loader, "load_report", None)
-    if report is not None and report.total_dropped:  # never scored: say how many, the CLI lists them
-        result["unreadable"] = report.total_dropped
-        result["unreadable_examples"] = report.examples.get("image unreadable at load time", [])
+    dropped = report.total_dropped if report is not None else 0
+    examples = report.examples.get("image unreadable at load time", []) if dropped else []
+    if ctx is not None and ctx.enabled:
+        parts = ctx.gather((acc.counts(), dropped, examples))
+        acc = MetricAccumulator(protocol)
+        for counts, _, _ in parts:
+            acc.add_counts(counts)
+        dropped = sum(d for _, d, _ in parts)
+        examples = [e for _, _, ex in parts for e in ex]
+    result = acc.result()
+    if dropped:  # never scored: say how many, the CLI lists them
+        result["unreadable"] = dropped
+        result["unreadable_examples"] = examples
     return result, grid
 
 

@@ -107,6 +107,23 @@ class MetricAccumulator:
                                   "label_scored": g, "prediction_scored": p, "correct": ok, "ned": ned,
                                   **{f"lexicon_{k}": v for k, v in lex_answers.items()}})
 
+    SUMS = ("samples", "correct", "ned_sum", "char_errors", "chars", "word_errors", "words", "conf_sum",
+            "empty_labels")
+
+    def counts(self) -> dict:
+        """The sums every metric is computed from (what sharded evaluation adds up over ranks)."""
+        return {**{k: getattr(self, k) for k in self.SUMS}, "filtered": dict(self.filtered),
+                "lex_correct": dict(self.lex_correct), "lex_samples": dict(self.lex_samples)}
+
+    def add_counts(self, c: dict) -> None:
+        for k in self.SUMS:
+            setattr(self, k, getattr(self, k) + c[k])
+        self.filtered.update(c["filtered"])
+        for k in ("lex_correct", "lex_samples"):
+            mine = getattr(self, k)
+            for name, v in c[k].items():
+                mine[name] = mine.get(name, 0) + v
+
     def result(self) -> dict:
         n = max(1, self.samples)
         return {

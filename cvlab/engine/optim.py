@@ -29,7 +29,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainCfg) -> torch.optim.Optimi
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=1e-8)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    # on a GPU the fused kernel updates every tensor at once, and takes the fp16 GradScaler's inf check on the
+    # device (the unfused path reads it back each step); CPU keeps the default implementation
+    cuda = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True if cuda else None)
 
 
 # --------------------------------------------------------------------------------------------- batch size

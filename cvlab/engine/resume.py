@@ -10,6 +10,7 @@ from ..config import Experiment
 from ..errors import CvlabError
 
 RESUMABLE = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.threads", "train.device",
+             "train.dist_timeout", "train.compile",
              "data.workers", "log.every", "log.image_grid", "log.tensorboard", "eval.batch_size",
              "eval.max_samples")
 
@@ -37,15 +38,17 @@ def changed_keys(saved: dict, cfg: Experiment) -> dict[str, tuple]:
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
-def check_resume(saved: dict | None, cfg: Experiment, checkpoint: Path) -> None:
-    """CvlabError naming the first key that may not change between the checkpoint's config and `cfg`."""
+def check_resume(saved: dict | None, cfg: Experiment, checkpoint: Path, also: tuple[str, ...] = ()) -> None:
+    """CvlabError naming the first key that may not change between the checkpoint's config and `cfg`. `also`:
+    keys this resume may change besides RESUMABLE (train.batch_size when the global batch stays the same on
+    another number of processes)."""
     if not isinstance(saved, dict):
         return  # a checkpoint from before configs were stored in it: nothing to compare with
     changes = changed_keys(saved, cfg)
     for key, (old, new) in changes.items():
         if key == "name":
             continue  # a display name only
-        if key not in RESUMABLE:
+        if key not in RESUMABLE and key not in also:
             raise CvlabError(f"{key}: cannot change when resuming ({old!r} in {checkpoint}, {new!r} now); only "
                              f"{', '.join(RESUMABLE)} may; train a new run for a different model or data")
     if "train.steps" in changes and cfg.train.schedule == "onecycle":

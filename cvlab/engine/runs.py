@@ -19,23 +19,26 @@ def start_run(cfg: Experiment, runs_dir: Path = Path("runs"), name: str | None =
               progress: Progress | None = None, probe=None) -> tuple[Path, dict]:
     """Check everything (config, data, device, model), then create `runs_dir/<name>/<timestamp>/` and train
     in it. Returns (run directory, final metrics). Bad input fails before the folder exists."""
+    from . import dist
     from .train import prepare, train
 
-    progress = progress or NullProgress()
+    ctx = dist.context(cfg.train.device, cfg.train.dist_timeout)
+    progress = (progress or NullProgress()) if ctx.main else NullProgress()
     if name:
         cfg = cfg.model_copy(deep=True)
         try:
             cfg.name = name
         except ValueError:  # pydantic's ValidationError: the name becomes a folder name
             raise CvlabError(f"--name {name}: use letters, digits, '.', '_' and '-' only") from None
-    check_writable(runs_dir, "--runs-dir")
+    ctx.run_on_main(lambda: check_writable(runs_dir, "--runs-dir"), "checking --runs-dir")
     session = prepare(cfg, progress)
-    run_dir = new_run_dir(runs_dir, cfg.name)
+    # under torchrun rank 0 names the folder (a timestamp) and every rank trains "in" it; only rank 0 writes
+    run_dir = ctx.run_on_main(lambda: new_run_dir(runs_dir, cfg.name), "creating the run directory")
     progress.message(f"run directory: {run_dir}")
     try:
         return run_dir, train(cfg, run_dir, progress, probe=probe, session=session)
     finally:
-        if not run_dir.exists():  # removed as never checkpointed: drop runs/<name>/ too if now empty
+        if ctx.main and not run_dir.exists():  # removed as never checkpointed: drop runs/<name>/ too if now empty
             with contextlib.suppress(OSError):
                 run_dir.parent.rmdir()
 

@@ -2,16 +2,20 @@
 
 `prepare` builds and checks everything a run needs (config, datasets, device, model, preflight) before the run
 directory is touched, so bad input leaves nothing behind; `train` then opens the run (config.yaml, env.json, the
-lock; see rundir.open_run), restores the checkpoint when resuming, and loops."""
+lock; see rundir.open_run), restores the checkpoint when resuming, and loops.
+
+Under torchrun (engine/dist.py) the same loop runs in every process: each rank trains on its slice of the global
+batch (`batch_size` per process), DDP averages gradients, evaluation is sharded and summed, and rank 0 alone
+writes (TensorBoard, checkpoints, metrics, config/env/lock, the console). The loss is read back from the device
+only at log steps, so a GPU is never made to wait each step."""
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,9 +23,13 @@ import torch
 from ..augment import build_pipeline, preview_grid, sample_images, step_generator
 from ..config import Experiment, dump_config
 from ..data.loaders import eval_loader, report_lines, train_loader
+from ..data.report import DataReport
 from ..errors import CvlabError
 from ..models import build_model
+from ..models.norms import traits
+from . import dist
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from .dist import DistContext
 from .evaluate import evaluate
 from .init import init_weights
 from .optim import build_optimizer, build_scheduler
@@ -101,12 +109,20 @@ class Session:
     step: int = 0
     best: float = -1.0
     init_report: dict | None = None  # what train.init_from loaded (engine.init), written to the run
+    samples: int = 0  # global position in the sample stream: where a resume continues, at any world size
+    ctx: DistContext = field(default_factory=DistContext)
+    forward: torch.nn.Module | None = None  # what the training forward goes through: DDP and/or torch.compile
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.ctx.world
 
     def state(self) -> dict:
         """The exact state of this step: resuming from it continues bit for bit as if never stopped."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "best": self.best, "rng": rng_state(), "config": self.cfg.model_dump(mode="json"),
+                "samples": self.samples, "world": self.ctx.world, "global_batch": self.global_batch,
                 "charset": self.tokenizer.charset,
                 "augment": self.learned.state() if self.learned is not None else None}  # the agent
 
@@ -117,7 +133,11 @@ class Session:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.step, self.best = state["step"], state["best"]
+            # checkpoints from before `samples` was stored trained in one process
+            self.samples = state.get("samples", self.step * self.cfg.train.batch_size)
             set_rng_state(state["rng"])
+            if self.ctx.rank:  # rank 0's RNG was saved; the others draw their own (dropout) from here
+                seed_everything(hash((self.cfg.seed, self.step, self.ctx.rank)) % 2**31)
             if self.learned is not None and state.get("augment"):
                 self.learned.load_state(state["augment"])
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -126,18 +146,35 @@ class Session:
                 from None
 
     def save(self, path: Path) -> None:
-        save_checkpoint(self.state(), path)
+        if self.ctx.main:  # every rank holds the same weights (DDP); rank 0 writes them
+            save_checkpoint(self.state(), path)
 
 
 def prepare(cfg: Experiment, progress: Progress | None = None, init: bool = True) -> Session:
     """Build and check everything `cfg` trains with; writes nothing. Every problem the config or data can
-    cause is a CvlabError here, before a run directory exists."""
+    cause is a CvlabError here, before a run directory exists. Under torchrun every rank prepares, and a
+    failure on any of them stops all of them."""
+    ctx = dist.context(cfg.train.device, cfg.train.dist_timeout)
+    try:
+        s = _prepare(cfg, progress if ctx.main else None, ctx, init)
+    except BaseException as e:
+        ctx.all_ok(False, "preparation", e)
+        raise
+    ctx.all_ok(True, "preparation")
+    return s
+
+
+def _prepare(cfg: Experiment, progress: Progress | None, ctx: DistContext, init: bool) -> Session:
     progress = progress or NullProgress()
     t = cfg.train
     # everything below is a function of the config and the seed
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = pick_device(t.device)
+    device = pick_device(dist.device_for(t.device, ctx))
+    if cfg.model.norm.name == "sync_batch" and device.type != "cuda":
+        raise CvlabError(f"model.norm.name: sync_batch (SyncBatchNorm) trains on CUDA GPUs only, under torchrun; "
+                         f"this run is on {device}: use model.norm.name=batch (each process normalizes its own "
+                         f"batch) or another norm")
     autocast(device, t.amp)  # fails early on an impossible amp/device pair
     amp, why = resolve_amp(device, t.amp)
     progress.message(f"device {device}, mixed precision {amp if amp != 'none' else 'off (fp32)'}: {why}")
@@ -160,6 +197,13 @@ def prepare(cfg: Experiment, progress: Progress | None = None, init: bool = True
     train_sets = fit_training_labels(train_sets, cfg, tokenizer, checked["steps"], progress)  # no zero-loss labels
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.model.norm.name == "sync_batch" and ctx.enabled:
+        # same parameters and buffers (state_dict keys unchanged), so saved weights load as plain BatchNorm2d
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if ctx.enabled:
+        progress.message(f"torchrun: {ctx.world} processes ({device.type}), global batch {t.batch_size * ctx.world} "
+                         f"= train.batch_size {t.batch_size} per process × {ctx.world}; "
+                         + _norm_batch_note(cfg, ctx))
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     # built after the model, so the model's initial weights are the same with or without augmentation
@@ -167,8 +211,30 @@ def prepare(cfg: Experiment, progress: Progress | None = None, init: bool = True
     if augment:
         progress.message(f"augment: {augment.describe()}")
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    forward = dist.wrap(model, device, ctx)
+    if t.compile:
+        progress.message("train.compile: the training forward is compiled on its first steps")
+        forward = torch.compile(forward)
+    if ctx.rank:  # the model is built (same weights everywhere); dropout masks differ between ranks from here
+        seed_everything(cfg.seed + 7919 * ctx.rank)
     return Session(cfg, device, tokenizer, train_sets, val_sets, model, optimizer, scheduler, augment,
-                   augment.learned, scaler, init_report=init_report)
+                   augment.learned, scaler, init_report=init_report, ctx=ctx,
+                   forward=forward)
+
+
+def _norm_batch_note(cfg: Experiment, ctx: DistContext) -> str:
+    """The batch a norm's statistics see: per process for plain BN, the global batch for SyncBatchNorm."""
+    name, bs = cfg.model.norm.name, cfg.train.batch_size
+    if name == "sync_batch":
+        return f"model.norm.name=sync_batch normalizes over the global batch of {bs * ctx.world}"
+    if traits(name).uses_batch_stats:
+        return f"model.norm.name={name} normalizes each process's {bs} samples (sync_batch: the global batch)"
+    return f"model.norm.name={name} uses no batch statistics"
+
+
+def norm_batch(cfg: Experiment, world: int) -> int:
+    """How many samples a norm layer's batch statistics see per step (logged with the hparams)."""
+    return cfg.train.batch_size * (world if cfg.model.norm.name == "sync_batch" else 1)
 
 
 def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False,
@@ -179,30 +245,86 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     creates the folder). `probe(step, model, loss_fn) -> {tag: value}` (compare-norms' measurements) is called
     after every backward, before clipping and the optimizer step; it must leave weights, gradients, buffers and
     RNG as they were."""
-    progress = progress or NullProgress()
+    ctx = dist.context(cfg.train.device, cfg.train.dist_timeout)
+    progress = (progress or NullProgress()) if ctx.main else NullProgress()
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
-    state = None
-    if resume and last.is_file():  # read-only checks first: a refused resume changes no file
-        owner = lock_owner(run_dir)
-        if owner is not None:
-            raise refuse(run_dir, owner)
-        state = load_checkpoint(last, map_location="cpu")
-        check_resume(state.get("config"), cfg, last)
+    # read-only checks first: a refused resume changes no file. Rank 0 reads, every rank gets the state
+    state = ctx.run_on_main(lambda: _resumable(run_dir, last, cfg, ctx.world) if resume and last.is_file() else None,
+                            "reading last.pt")
     s = session or prepare(cfg, progress, init=state is None)  # a resumed run has its own weights
     if state is not None:
         s.restore(state, last)
-        progress.message(f"resuming {run_dir} at step {s.step}")
-    with open_run(run_dir, cfg, str(s.device), progress, step=lambda: s.step):
-        if s.init_report and state is None:
+        progress.message(f"resuming {run_dir} at step {s.step}" + _world_change(state, s))
+    with ctx.on_main(lambda: open_run(run_dir, cfg, str(s.device), progress, step=lambda: s.step),
+                     "opening the run directory"):
+        if s.init_report and state is None and ctx.main:
             write_json(s.init_report, run_dir / "init_from.json")
         return _loop(s, run_dir, progress, probe)
 
 
+def _resumable(run_dir: Path, last: Path, cfg: Experiment, world: int) -> dict:
+    owner = lock_owner(run_dir)
+    if owner is not None:
+        raise refuse(run_dir, owner)
+    state = load_checkpoint(last, map_location="cpu")
+    saved_global = state.get("global_batch") or (state.get("config") or {}).get("train", {}).get("batch_size")
+    # the global batch is the run; how many processes share it is not: 2 × 4 may resume as 1 × 8
+    check_resume(state.get("config"), cfg, last,
+                 also=("train.batch_size",) if saved_global == cfg.train.batch_size * world else ())
+    return state
+
+
+def _world_change(state: dict, s: Session) -> str:
+    """What a resume on another world size changes (said at start), or nothing."""
+    was_world = state.get("world", 1)
+    was_global = state.get("global_batch") or s.global_batch
+    if was_world == s.ctx.world and was_global == s.global_batch:
+        return ""
+    out = (f"; it trained on {was_world} process(es) at global batch {was_global}, now {s.ctx.world} at "
+           f"{s.global_batch}: the data continues at sample {s.samples} in the same order")
+    if was_global != s.global_batch:
+        out += (f"; each step now reads {s.global_batch} samples instead of {was_global} and train.lr is not "
+                f"rescaled (keep the global batch with --set train.batch_size={was_global // s.ctx.world})"
+                if was_global % s.ctx.world == 0 else
+                f"; each step now reads {s.global_batch} samples instead of {was_global}, train.lr not rescaled")
+    return out
+
+
+class NonFiniteGuard:
+    """Remembers the first step whose loss was NaN or inf without reading the loss back (no device sync per
+    step). `check()` reads it back, at log, evaluation and checkpoint steps, before anything is written, and
+    raises Diverged naming that step; under torchrun every rank learns the earliest one and stops with it."""
+
+    NONE = 2**62
+
+    def __init__(self):
+        self.first: torch.Tensor | None = None
+        self.loss: torch.Tensor | None = None
+
+    def see(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss)
+        mark = torch.where(bad, step, self.NONE)
+        if self.first is None:
+            self.first, self.loss = mark, loss
+        else:
+            new = bad & (self.first == self.NONE)
+            self.first, self.loss = torch.minimum(self.first, mark), torch.where(new, loss, self.loss)
+
+    def check(self, ctx: DistContext) -> None:
+        if self.first is None:
+            return
+        first = ctx.sum_(self.first.clone(), dist.dist.ReduceOp.MIN) if ctx.enabled else self.first
+        step = int(first.item())
+        if step != self.NONE:
+            raise Diverged(step, float(self.loss.item()) if int(self.first.item()) == step else float("nan"))
+
+
 def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None) -> dict:
-    cfg, t = s.cfg, s.cfg.train
+    cfg, t, ctx = s.cfg, s.cfg.train, s.ctx
     ckpt_dir = run_dir / "checkpoints"
-    writer = open_writer(run_dir, cfg.log.tensorboard, purge_step=s.step or None)
+    writer = open_writer(run_dir, cfg.log.tensorboard and ctx.main, purge_step=s.step or None)
     if writer and s.step == 0:
         writer.add_text("config", "```yaml\n" + dump_config(cfg) + "\n```", 0)
         if s.augment:  # originals beside their augmented versions: one row per op, one for the whole pipeline
@@ -210,25 +332,41 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
                                 step_generator(cfg.seed, -1, s.device))
             writer.add_image("augment/preview", grid, 0, dataformats="HWC")
 
-    metrics: dict = read_json(run_dir / "metrics.json") if s.step else {}
-    loader = train_loader(s.train_sets, t.batch_size, cfg.seed, t.steps, s.step, cfg.data.workers)
+    metrics: dict = read_json(run_dir / "metrics.json") if s.step and ctx.main else {}
+    cuda = s.device.type == "cuda"
+    loader = train_loader(s.train_sets, t.batch_size, cfg.seed, t.steps, s.step, cfg.data.workers, ctx.rank,
+                          ctx.world, s.samples, pin=cuda)
+    val_loaders = {name: eval_loader(ds, cfg.eval.batch_size, cfg.data.workers, cfg.eval.max_samples,
+                                     ctx.shard(min(len(ds), cfg.eval.max_samples or len(ds))) if ctx.enabled
+                                     else None, pin=cuda)
+                   for name, ds in s.val_sets.items()}  # built once: their workers persist between evaluations
+    guard = NonFiniteGuard()
     progress.start(total=t.steps, done=s.step)
     tick, tick_samples = time.perf_counter(), 0
-    loss_value = float("nan")  # the last trained batch's loss, for logging
+    loss, n_local, loss_value = None, 0, float("nan")  # the last trained batch's loss (on the device)
+    skipped = 0  # steps where some rank's batch was entirely unreadable
     s.model.train()
     with _StopFlag() as stop:
         for images, labels in loader:
+            # under torchrun the ranks agree, on the host, on what every rank must do alike: skip a step whose
+            # batch is empty on any rank (DDP's backward needs them all), and stop together on Ctrl-C
+            n_all, n_empty, stopping = ctx.host_sum(len(labels), not len(labels), stop.set)
             # a batch whose images were all unreadable (the loader counted them) updates nothing, but its step
             # still passes: step numbers stay the sampler's, so evals, checkpoints and resume hold
-            if len(labels):
-                loss_value = _train_step(s, images, labels, writer, probe)
+            if not n_empty:
+                loss, n_local = _train_step(s, images, labels, writer, probe, guard), len(labels)
+            elif ctx.enabled:
+                skipped += 1
             s.scheduler.step()
             s.step += 1
-            tick_samples += len(labels)
+            s.samples += s.global_batch
+            tick_samples += int(n_all)
 
-            # --- log
+            # --- log: the only place the loss is read back from the device
             lr = s.optimizer.param_groups[0]["lr"]
             if s.step % cfg.log.every == 0 or s.step == t.steps:
+                guard.check(ctx)
+                loss_value = _mean_loss(loss, n_local, ctx)
                 now = time.perf_counter()
                 sps = tick_samples / max(1e-9, now - tick)
                 tick, tick_samples = now, 0
@@ -236,6 +374,8 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
                     writer.add_scalar("train/loss", loss_value, s.step)
                     writer.add_scalar("train/lr", lr, s.step)
                     writer.add_scalar("train/samples_per_s", sps, s.step)
+                    if s.scaler.is_enabled():
+                        writer.add_scalar("train/loss_scale", s.scaler.get_scale(), s.step)
                     for k, v in (s.learned.pop_stats() if s.learned is not None else {}).items():
                         writer.add_scalar(f"augment/{k}", v, s.step)
                 progress.update(s.step, loss=loss_value, lr=lr, samples_per_s=sps)
@@ -245,13 +385,20 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
             # --- evaluate and checkpoint; between evaluations, last.pt every checkpoint_every steps, so a
             # killed run loses at most that many
             if s.step % t.eval_every == 0 or s.step == t.steps:
-                metrics = _evaluate_and_checkpoint(s, run_dir, writer, progress)
-                for line in loader.new_problems():  # training images that failed to decode so far
-                    progress.message(f"train data: {line}")
+                guard.check(ctx)
+                metrics = _evaluate_and_checkpoint(s, run_dir, writer, progress, val_loaders)
+                for rank, lines in enumerate(ctx.gather(loader.new_problems())):  # training images that failed
+                    for line in lines:
+                        progress.message(f"train data{f' (rank {rank})' if ctx.enabled else ''}: {line}")
+                if skipped:
+                    progress.message(f"step {s.step}: {skipped} step(s) so far skipped on every rank because one "
+                                     f"rank's batch was entirely unreadable")
             elif s.step % t.checkpoint_every == 0:
+                guard.check(ctx)
                 s.save(ckpt_dir / "last.pt")
 
-            if stop.set:
+            if stopping:
+                guard.check(ctx)
                 s.save(ckpt_dir / "last.pt")
                 if writer:
                     writer.close()
@@ -267,38 +414,49 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
         if first:
             # the hparams dashboard reads each metric's value from the run's scalars with that tag
             tags = (f"val/{first}/word_acc", f"val/{first}/cer", "train/loss", "train/samples_per_s")
-            write_hparams(writer, hparams_of(cfg), dict.fromkeys(tags, 0.0))
+            extra = {"world_size": ctx.world, "global_batch": s.global_batch, "norm_batch": norm_batch(cfg, ctx.world)}
+            write_hparams(writer, {**hparams_of(cfg), **extra}, dict.fromkeys(tags, 0.0))
         writer.close()
     return metrics
 
 
-def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, probe: Callable | None) -> float:
-    """One optimizer step on one batch; returns its loss."""
+def _mean_loss(loss: torch.Tensor | None, n: int, ctx: DistContext) -> float:
+    """The last batch's loss, over the global batch under torchrun (weighted by each rank's samples)."""
+    if loss is None:
+        return float("nan")
+    if not ctx.enabled:
+        return float(loss.item())
+    both = torch.stack([loss.float() * n, torch.tensor(float(n), device=loss.device)])
+    ctx.sum_(both)
+    return float((both[0] / both[1].clamp(min=1)).item())
+
+
+def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, probe: Callable | None,
+                guard: NonFiniteGuard) -> torch.Tensor:
+    """One optimizer step on one batch; returns its loss, detached, left on the device."""
     cfg, t, model, device = s.cfg, s.cfg.train, s.model, s.device
-    # --- augment: training batches only, on the device; a function of (seed, step), so reruns and resumes see
-    # the same batches
+    # --- augment: training batches only, on the device; a function of (seed, step, rank), so reruns and
+    # resumes see the same batches, and each rank draws its own
     images = images.to(device, non_blocking=True)
     if s.augment:
-        images = s.augment(images, step_generator(cfg.seed, s.step, device))
+        images = s.augment(images, step_generator(cfg.seed, s.step * s.ctx.world + s.ctx.rank, device))
 
-    # --- forward and loss
+    # --- forward and loss; the forward goes through DDP (gradients averaged over ranks) and/or torch.compile
     if t.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     targets, lengths = s.tokenizer.encode_batch(labels)
-    targets, lengths = targets.to(device), lengths.to(device)
+    targets, lengths = targets.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
     with autocast(device, t.amp):
-        logits = model(images, targets, lengths)
+        logits = (s.forward or model)(images, targets, lengths)
     loss = model.loss(logits, targets, lengths)
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
-        raise Diverged(s.step, loss_value)
+    guard.see(loss, s.step + 1)  # NaN/inf: Diverged at the next check, naming this step
 
     # --- the learned op's agent (Learn to Augment) updates before the recognizer does, so the two losses it
     # compares (learned vs random warps) come from the same weights
     if s.learned is not None:
         s.learned.learn(model, logits, targets, lengths, autocast(device, t.amp))
 
-    # --- backward, clip, step
+    # --- backward, clip, step (fp16: the GradScaler skips steps whose gradients overflowed)
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(loss).backward()
     if probe is not None:
@@ -313,18 +471,20 @@ def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, pro
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
     s.scaler.step(s.optimizer)
     s.scaler.update()
-    return loss_value
+    return loss.detach()
 
 
-def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progress) -> dict:
-    """Score every val set, log it, write best.pt (first val set's word accuracy), last.pt, metrics.json."""
-    cfg, t = s.cfg, s.cfg.train
+def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progress, loaders: dict) -> dict:
+    """Score every val set, log it, write best.pt (first val set's word accuracy), last.pt, metrics.json.
+    Under torchrun each rank scores its shard and the counts are summed (evaluate's `ctx`)."""
+    cfg, t, ctx = s.cfg, s.cfg.train, s.ctx
+    ctx.broadcast_buffers(s.model)  # one model on every rank: rank 0's BN running statistics (what it saves)
     metrics: dict = {"step": s.step, "datasets": {}}
-    for i, (name, ds) in enumerate(s.val_sets.items()):
-        keep = cfg.log.image_grid if i == 0 else 0
-        result, (gi, gl, gp) = evaluate(
-            s.model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers, cfg.eval.max_samples),
-            s.tokenizer, cfg.eval.protocol, s.device, t.amp, t.channels_last, keep)
+    for i, (name, loader) in enumerate(loaders.items()):
+        keep = cfg.log.image_grid if i == 0 and ctx.main else 0
+        loader.load_report = DataReport("load")  # this evaluation's unreadable images, not every one's so far
+        result, (gi, gl, gp) = evaluate(s.model, loader, s.tokenizer, cfg.eval.protocol, s.device, t.amp,
+                                        t.channels_last, keep, ctx=ctx)
         metrics["datasets"][name] = result
         if writer:
             for k in ("word_acc", "cer", "one_minus_ned"):
@@ -343,7 +503,8 @@ def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progre
         s.save(run_dir / "checkpoints" / "best.pt")
     metrics["best_word_acc"] = s.best
     s.save(run_dir / "checkpoints" / "last.pt")
-    write_json(metrics, run_dir / "metrics.json")
+    if ctx.main:
+        write_json(metrics, run_dir / "metrics.json")
     if writer:
         writer.flush()
     return metrics

@@ -151,6 +151,14 @@ def _batch(cfg: NormCfg) -> NormFactory:
 
 
 @_register(uses_batch_stats=True)
+def _sync_batch(cfg: NormCfg) -> NormFactory:
+    """SyncBatchNorm under torchrun on GPUs: batch statistics over the global batch, not each GPU's. Built as
+    plain BatchNorm2d (same weights, so checkpoints, eval and export see plain BN); the training engine converts
+    it when it runs distributed on CUDA."""
+    return _factory(lambda c: nn.BatchNorm2d(c), _sync_batch.traits)
+
+
+@_register(uses_batch_stats=True)
 def _batch_renorm(cfg: NormCfg) -> NormFactory:
     """Batch Renormalization (Ioffe 2017): BatchNorm corrected towards running statistics."""
     return _factory(lambda c: BatchRenorm2d(c, warmup=cfg.renorm_warmup), _batch_renorm.traits)
@@ -218,7 +226,7 @@ def _none(cfg: NormCfg) -> NormFactory:
 
 
 NORMS: dict[str, Callable[[NormCfg], NormFactory]] = {
-    "batch": _batch, "batch_renorm": _batch_renorm, "group": _group, "layer": _layer,
+    "batch": _batch, "sync_batch": _sync_batch, "batch_renorm": _batch_renorm, "group": _group, "layer": _layer,
     "layer_channels": _layer_channels, "instance": _instance, "lrn": _lrn, "weight": _weight, "none": _none,
 }
 
