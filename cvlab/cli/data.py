@@ -17,12 +17,9 @@ OPT_HELP = "Type-specific key=value, e.g. `--opt level=words` (repeatable; value
 
 
 def _writable_file(path: Path, option: str) -> None:
-    """An output file's folder must be writable and the path not a folder: checked before any work."""
-    from ..engine.rundir import check_writable
+    from ..engine.rundir import check_writable_file
 
-    if path.is_dir():
-        raise CvlabError(f"{option} {path}: is a folder; give a file name")
-    check_writable(path.parent, option)
+    check_writable_file(path, option)
 
 
 def _spec(type_: str | None, root: Path | None, split: str | None, opt: list[str]):

@@ -35,6 +35,14 @@ def check_writable(path: Path, what: str) -> None:
         raise CvlabError(f"{what} {path}: {probe} is not writable; choose a folder you can write to")
 
 
+def check_writable_file(path: Path, option: str) -> None:
+    """An output file's folder must be writable and the path not a folder: checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise CvlabError(f"{option} {path}: is a folder; give a file name")
+    check_writable(path.parent, option)
+
+
 def new_run_dir(runs_dir: Path, name: str) -> Path:
     check_writable(runs_dir, "--runs-dir")
     stamp = time.strftime("%Y%m%d-%H%M%S")
