@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cvlab.config import load_config
 from cvlab.engine.evalfiles import latest as latest_eval
+from cvlab.engine.progress import NullProgress
 from cvlab.engine.train import train
 
 
@@ -176,6 +177,18 @@ def test_unreadable_batch_keeps_step_numbers_and_final_checkpoint(tmp_path):
                                  "sequence": {"hidden": 32, "layers": 1}},
                           train={"steps": 8, "batch_size": 1, "eval_every": 4, "warmup_steps": 1, "threads": 1},
                           log={"every": 1, "image_grid": 0, "tensorboard": False})
-    metrics = train(load_config(raw=exp), tmp_path / "run")
+    class Messages(NullProgress):
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
+    said = Messages()
+    metrics = train(load_config(raw=exp), tmp_path / "run", said)
     assert metrics["step"] == 8
+    # the unreadable val image is reported at every evaluation, not once and then silently skipped
+    unreadable = [line for line in said.lines if "val images unreadable" in line]
+    assert [line.split(":")[0] for line in unreadable] == ["step 4", "step 8"], said.lines
+    assert all("broken.jpg" in line for line in unreadable)
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 8
