@@ -68,6 +68,36 @@ def test_event_files_hold_the_design_tags(trained):
     assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
 
 
+def test_hparams_that_differ_between_sibling_runs_come_first_and_integers_read_as_integers(tmp_path):
+    """Two sibling runs (one parent folder, as TensorBoard shows them) differing in norm and lr: TensorBoard's
+    own HParams code (the experiment it builds from the runs, limited to the first 5 columns) lists those two
+    first; integers are written as text ("4", not 4.000)."""
+    from tensorboard.plugins.hparams import api_pb2, backend_context, metadata
+    from torch.utils.tensorboard import SummaryWriter
+
+    from cvlab.engine.tb import write_hparams
+    from cvlab.engine.train import hparams_of
+
+    base = load_config(raw=tiny_experiment())
+    other = load_config(raw=tiny_experiment(model={"norm": {"name": "group"}}, train={"lr": 0.5}))
+    contents = {}
+    for name, cfg in (("a", base), ("b", other)):
+        writer = SummaryWriter(str(tmp_path / name))
+        write_hparams(writer, hparams_of(cfg))
+        writer.close()
+        ea = EventAccumulator(str(tmp_path / name))
+        ea.Reload()
+        contents[name] = ea.PluginTagToContent(metadata.PLUGIN_NAME)
+    assert all(metadata.EXPERIMENT_TAG not in c for c in contents.values())  # no experiment pinning the order
+    ctx = backend_context.Context.__new__(backend_context.Context)
+    experiment = api_pb2.Experiment(hparam_infos=ctx._compute_hparam_infos(contents))
+    backend_context._sort_and_reduce_to_hparams_limit(experiment, 5)
+    assert [h.name for h in experiment.hparam_infos][:2] == ["lr", "norm"]
+    start = metadata.parse_session_start_info_plugin_data(contents["a"][metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["batch_size"].string_value == "4" and start.hparams["steps"].string_value == "6"
+    assert start.hparams["lr"].number_value == base.train.lr
+
+
 def test_eval_reproduces_the_final_metrics_and_writes_eval_json(trained, cli):
     code, out, err = cli("eval", trained, "--checkpoint", "last")
     assert code == 0, err

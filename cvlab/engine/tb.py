@@ -37,9 +37,12 @@ def caption_grid(images: torch.Tensor, labels: list[str], preds: list[str], cols
     return np.asarray(canvas)
 
 
-def write_hparams(writer: SummaryWriter, hparams: dict, metrics: dict) -> None:
-    """hparams into this run's own event file (add_hparams would open a timestamped sub-run)."""
-    clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-    exp, ssi, sei = hparams_summary(clean, metrics)
-    for summary in (exp, ssi, sei):
+def write_hparams(writer: SummaryWriter, hparams: dict) -> None:
+    """hparams into this run's own event file (add_hparams would open a timestamped sub-run). Only the session
+    summaries, no experiment summary: TensorBoard then builds the HParams table from all the runs it shows,
+    hyper-parameters that differ between them first (an experiment summary would pin them alphabetically), and
+    every scalar tag as a metric column. Integers are written as text, so 64 reads "64", not "64.000"."""
+    clean = {k: (v if isinstance(v, (bool, float, str)) else str(v)) for k, v in hparams.items()}
+    _, ssi, sei = hparams_summary(clean, {})
+    for summary in (ssi, sei):
         writer.file_writer.add_summary(summary)
