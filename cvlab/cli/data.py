@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
+from ..config.data import DATASET_TYPES
 from ..errors import CvlabError
 from .common import SET_HELP, app, err, guarded, out
 
 data_app = typer.Typer(no_args_is_help=True, help="Check, convert and preview datasets as downloaded.")
 app.add_typer(data_app, name="data")
 
-TYPE_HELP = "Dataset type: lmdb, folder, iiit5k, svt, ic13, ic15, iam, rimes, synth."
+TYPE_HELP = f"Dataset type: {', '.join(DATASET_TYPES)}."
 OPT_HELP = "Type-specific key=value, e.g. `--opt level=words` (repeatable; values are YAML)."
 
 
