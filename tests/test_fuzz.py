@@ -2,7 +2,7 @@
 other exception. Each case starts from the real on-disk fixture (tests/data_fixtures.py), mangles one of its
 annotation files 1-3 times (truncation, byte flips, deleted/duplicated/swapped lines, other encodings, BOM,
 CRLF/CR, huge/negative/NaN numbers, missing fields, empty files) and loads it the way `cvlab data check` and
-training do. CVLAB_FUZZ_N (default 330) sets the number of cases over all formats; a case is reproduced by its
+training do. CVLAB_FUZZ_N (default 200) sets the number of cases over all formats; a case is reproduced by its
 id (format, number): the mutations are seeded by it."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from cvlab.data.lmdb import close_env
 from cvlab.data.loaders import build_dataset, eval_loader, named_datasets, report_lines
 from cvlab.errors import CvlabError
 
-N = int(os.environ.get("CVLAB_FUZZ_N", "330"))
+N = int(os.environ.get("CVLAB_FUZZ_N", "200"))
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 DATA = DataCfg(image={"height": 16, "width": 32})
 
