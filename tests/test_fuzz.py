@@ -222,3 +222,16 @@ def test_mangled_annotations_load_or_fail_as_user_errors(fmt, templates, tmp_pat
         shutil.rmtree(root)
     assert not failures, f"{len(failures)} of {PER_FORMAT} cases crashed:\n" + "\n".join(failures[:5])
     assert outcomes["loaded"] and outcomes["user error"], outcomes  # the mutations reach both outcomes
+
+
+def test_a_mat_file_that_crashes_scipys_reader_is_a_user_error(tmp_path):
+    """Found by the fuzz (iiit5k #520): 4 NUL bytes inside a struct element make scipy.io.loadmat segfault; the
+    reader runs in a child process, so the crash is one line naming the file, and the run lives on."""
+    root = make_iiit5k(tmp_path)
+    mat = root / "testdata.mat"
+    data = mat.read_bytes()
+    mat.write_bytes(data[:720] + b"\x00" * 4 + data[720:])
+    with pytest.raises(CvlabError, match=r"testdata\.mat: not a readable MATLAB file"):
+        load_all(f"iiit5k:{root}:test", [])
+    mat.write_bytes(data)
+    load_all(f"iiit5k:{root}:test", [])  # the intact file still loads, through the same child process
