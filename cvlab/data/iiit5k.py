@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 from pathlib import Path
@@ -45,6 +46,7 @@ def _loadmat(mat: Path) -> dict:
     pid = os.fork()
     if pid == 0:  # the child: read, send the result or the error, and leave without any cleanup of the parent's
         os.close(r)
+        faulthandler.disable()  # a crash here is reported by the parent, not dumped by the child
         try:
             try:
                 payload = ("ok", scipy.io.loadmat(str(mat)))
