@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import tiny_experiment
 from data_fixtures import png
 
@@ -53,8 +54,12 @@ def test_a_40_char_label_at_26_frames_is_dropped_and_reported(tmp_path):
         def message(self, text):
             messages.append(text)
 
+    model.eval()
+    before = {k: b.clone() for k, b in model.named_buffers()}
     steps = preflight(model, cfg, progress=Sink())["steps"]
     assert steps == 26 and any("26 frames" in m for m in messages)
+    # its train-mode forward leaves batch-norm statistics and the model's mode as they were
+    assert all(torch.equal(before[k], b) for k, b in model.named_buffers()) and not model.training
     sets = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, steps, Sink())
     (ds,) = sets.values()
     # 40 characters, and "aa"*13 (26 characters, 26 repeats: 52 frames) cannot be learnt; the others stay

@@ -74,3 +74,18 @@ def test_bad_lexicon_files_name_the_key(tmp_path):
     with pytest.raises(CvlabError, match="bad.txt:2"):
         load_lexicon(str(tmp_path / "bad.txt"))
     assert load_lexicon("dataset") == "dataset" and load_lexicon(None) is None
+
+
+def test_lexicons_are_detected_per_sample_not_from_sample_0(tmp_path):
+    """A set whose first sample has no lexicon but a later one has: the eval loader still carries lexicons."""
+    from torch.utils.data import Subset
+
+    from cvlab.data.loaders import has_lexicons
+
+    ds = _folder(tmp_path, ["hello", "world", "helo"])
+    assert not has_lexicons(ds)
+    ds.items[2] = ds.items[2]._replace(lexicons={"50": ["hello", "world"]})
+    assert has_lexicons(ds) and has_lexicons(Subset(ds, [0, 2])) and not has_lexicons(Subset(ds, [0, 1]))
+    r, _ = evaluate(Reads("helo", CTCTokenizer(CHARSET)), eval_loader(ds, 4, 0), CTCTokenizer(CHARSET),
+                    "lower36", torch.device("cpu"))
+    assert r["lexicon"]["50"]["samples"] == 1  # only the sample that has one is scored with it

@@ -77,3 +77,7 @@ def test_predict_bad_inputs_exit_2(run, tmp_path, cli):
     (tmp_path / "img.png").write_bytes(b"")
     code, _, err = cli("predict", run, tmp_path / "img.png", "--out", tmp_path / "x.txt")
     assert code == 2 and ".csv or .json" in err
+    (tmp_path / "out.csv").mkdir()
+    for target in (tmp_path / "out.csv", tmp_path / "img.png" / "p.csv"):  # a folder; below a file
+        code, out, err = cli("predict", run, tmp_path / "img.png", "--out", target)
+        assert code == 2 and "Traceback" not in err and "--out" in err and str(tmp_path) in err, err

@@ -203,3 +203,20 @@ def test_unwritable_outputs_are_exit_2_before_any_work(cli, tmp_path, write_exp)
 def test_eval_of_a_checkpoint_from_another_model_is_exit_2(finished, cli):
     code, _, err = cli("eval", finished, "--set", "model.sequence.hidden=16")
     assert code == 2 and "different model" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("blocker", ["eval", "eval/index.jsonl"])
+def test_eval_that_cannot_be_saved_still_prints_its_results_then_exit_2(run_copy, cli, blocker):
+    path = run_copy / blocker
+    if blocker == "eval":
+        path.write_text("")  # a file where the eval/ history should be
+    else:
+        (path / "x").mkdir(parents=True)  # the history index is a folder: eval.json is written, the index not
+    before = set(run_copy.rglob("*"))
+    code, out, err = cli("eval", run_copy)
+    assert code == 2 and "Traceback" not in err, err
+    assert "val" in out and "word" in out.lower(), out  # the computed table, before the error
+    assert "written:" not in out
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert str(run_copy / "eval") in line and "not saved" in line, err
+    assert set(run_copy.rglob("*")) == before  # no half-written evaluation left behind

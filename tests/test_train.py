@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cvlab.config import load_config
 from cvlab.engine.evalfiles import latest as latest_eval
+from cvlab.engine.progress import NullProgress
 from cvlab.engine.train import train
 
 
@@ -65,6 +66,36 @@ def test_event_files_hold_the_design_tags(trained):
     assert "config/text_summary" in ea.Tags()["tensors"]
     # hparams live in the run's own event file, readable through the hparams plugin
     assert "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
+
+
+def test_hparams_that_differ_between_sibling_runs_come_first_and_integers_read_as_integers(tmp_path):
+    """Two sibling runs (one parent folder, as TensorBoard shows them) differing in norm and lr: TensorBoard's
+    own HParams code (the experiment it builds from the runs, limited to the first 5 columns) lists those two
+    first; integers are written as text ("4", not 4.000)."""
+    from tensorboard.plugins.hparams import api_pb2, backend_context, metadata
+    from torch.utils.tensorboard import SummaryWriter
+
+    from cvlab.engine.tb import write_hparams
+    from cvlab.engine.train import hparams_of
+
+    base = load_config(raw=tiny_experiment())
+    other = load_config(raw=tiny_experiment(model={"norm": {"name": "group"}}, train={"lr": 0.5}))
+    contents = {}
+    for name, cfg in (("a", base), ("b", other)):
+        writer = SummaryWriter(str(tmp_path / name))
+        write_hparams(writer, hparams_of(cfg))
+        writer.close()
+        ea = EventAccumulator(str(tmp_path / name))
+        ea.Reload()
+        contents[name] = ea.PluginTagToContent(metadata.PLUGIN_NAME)
+    assert all(metadata.EXPERIMENT_TAG not in c for c in contents.values())  # no experiment pinning the order
+    ctx = backend_context.Context.__new__(backend_context.Context)
+    experiment = api_pb2.Experiment(hparam_infos=ctx._compute_hparam_infos(contents))
+    backend_context._sort_and_reduce_to_hparams_limit(experiment, 5)
+    assert [h.name for h in experiment.hparam_infos][:2] == ["lr", "norm"]
+    start = metadata.parse_session_start_info_plugin_data(contents["a"][metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["batch_size"].string_value == "4" and start.hparams["steps"].string_value == "6"
+    assert start.hparams["lr"].number_value == base.train.lr
 
 
 def test_eval_reproduces_the_final_metrics_and_writes_eval_json(trained, cli):
@@ -176,6 +207,18 @@ def test_unreadable_batch_keeps_step_numbers_and_final_checkpoint(tmp_path):
                                  "sequence": {"hidden": 32, "layers": 1}},
                           train={"steps": 8, "batch_size": 1, "eval_every": 4, "warmup_steps": 1, "threads": 1},
                           log={"every": 1, "image_grid": 0, "tensorboard": False})
-    metrics = train(load_config(raw=exp), tmp_path / "run")
+    class Messages(NullProgress):
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
+    said = Messages()
+    metrics = train(load_config(raw=exp), tmp_path / "run", said)
     assert metrics["step"] == 8
+    # the unreadable val image is reported at every evaluation, not once and then silently skipped
+    unreadable = [line for line in said.lines if "val images unreadable" in line]
+    assert [line.split(":")[0] for line in unreadable] == ["step 4", "step 8"], said.lines
+    assert all("broken.jpg" in line for line in unreadable)
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 8

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
+from ..imagegrid import image_grid, to_pil
 from .base import Pipeline
-
-LABEL_W = 140  # pixels left of each row for its name ("12: text_perspective" fits)
 
 
 def sample_images(datasets: dict, n: int) -> torch.Tensor:
@@ -30,16 +28,6 @@ def preview_grid(pipeline: Pipeline, images: torch.Tensor, gen: torch.Generator)
         rows.append(("pipeline", pipeline(images, gen)))
     finally:
         pipeline.train(was_training)
-    n, _, h, w = images.shape
-    gap = 2
-    canvas = Image.new("RGB", (LABEL_W + n * (w + gap), len(rows) * (h + gap)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=12)
-    for r, (label, batch) in enumerate(rows):
-        y = r * (h + gap)
-        draw.text((4, y + max(0, h // 2 - 7)), label, fill=(0, 0, 0), font=font)
-        arr = (batch.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
-        for i in range(n):
-            tile = arr[i][0] if arr.shape[1] == 1 else arr[i].transpose(1, 2, 0)
-            canvas.paste(Image.fromarray(tile).convert("RGB"), (LABEL_W + i * (w + gap), y))
-    return np.asarray(canvas)
+    n = images.shape[0]
+    tiles = [to_pil(img) for _, batch in rows for img in batch]
+    return np.asarray(image_grid(tiles, n, row_labels=[label for label, _ in rows], height=None))

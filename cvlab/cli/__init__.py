@@ -17,13 +17,15 @@ from . import (
     predict,  # noqa: F401  (registers predict)
     runs,  # noqa: F401  (registers runs, runs clean)
 )
-from .common import app
+from .common import app, readable_help
 
 
 def run(argv: list[str]) -> int:
     """Run one command line and return its exit code (what tests and notebooks call)."""
+    import typer.main
+
     try:
-        app(args=argv, prog_name="cvlab")
+        readable_help(typer.main.get_command(app))(args=argv, prog_name="cvlab")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0

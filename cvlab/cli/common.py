@@ -19,6 +19,46 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+def readable_help(command):
+    """Metavars a user can read in every `--help` (Typer's own read `<list[str]>`, `<bool>`, `{run}`): flags
+    and --help show none, numbers N, paths PATH, --set/--opt KEY=VALUE, other values their option's name
+    (`--checkpoint CHECKPOINT`); arguments are named in capitals (RUN, IMAGES...) without a type column.
+    Metavars a command sets itself (`--runs-dir DIR`) are kept."""
+    from types import SimpleNamespace
+
+    from typer.core import TyperArgument, TyperOption
+
+    class Argument(TyperArgument):
+        def display_type_rich(self, ctx):
+            return None
+
+        def _usage_display_name(self):
+            name = self.display_name_raw
+            return name if self.required or name.startswith("[") else f"[{name}]"
+
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        if cmd is not command and hasattr(cmd, "commands"):
+            readable_help(cmd)
+            continue
+        help_option = cmd.get_help_option(SimpleNamespace(help_option_names=["--help"]))
+        for p in [*cmd.params, *([help_option] if help_option is not None else [])]:
+            if isinstance(p, TyperArgument):
+                p.__class__ = Argument
+                if p.metavar is None:
+                    p.metavar = p.name.upper() + ("..." if p.nargs != 1 else "")
+            elif isinstance(p, TyperOption) and p.metavar is None:
+                if p.is_flag:
+                    p.metavar = ""
+                    continue
+                label = p.display_type(None).strip("<>")
+                label = label[5:-1] if label.startswith("list[") else label
+                name = p.name.rstrip("_")
+                p.metavar = "KEY=VALUE" if name in ("set", "opt") else {
+                    "str": name.upper(), "path": "PATH", "int": "N", "int range": "N", "float": "X",
+                    "float range": "X"}.get(label, label)
+    return command
+
+
 SET_HELP = "Override a config value, e.g. `--set train.lr=3e-4` (repeatable; values are YAML)."
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import CvlabError
+from ..errors import CvlabError, OutputError
 from .common import SET_HELP, _results_table, _tensorboard_cmd, app, err, guarded, other_rank, out
 
 config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment files.")
@@ -95,13 +95,21 @@ def eval_(
     if protocol is not None and protocol not in PROTOCOLS:
         raise CvlabError(f"--protocol {protocol}: unknown (valid: {', '.join(PROTOCOLS)})")
     specs = [parse_data_spec(d, opt) for d in data]
-    res = evaluate_run(run, checkpoint, specs or None, protocol, tuple(set_), make_progress(err, 1))
+    try:
+        res = evaluate_run(run, checkpoint, specs or None, protocol, tuple(set_), make_progress(err, 1))
+    except OutputError as e:  # computed but not saved: show the numbers, then the error (exit 2)
+        _print_eval(e.result)
+        raise
+    _print_eval(res)
+    out.print(f"written: {res['dir']} (eval.json, one predictions CSV per dataset)", markup=False,
+              highlight=False)
+
+
+def _print_eval(res: dict) -> None:
     out.print(_results_table(f"eval — step {res['step']}, {Path(res['checkpoint']).name} "
                              f"(protocol {res['protocol']})", res["datasets"], res["combined"]))
     for line in _eval_notes(res):
         out.print(line, markup=False, highlight=False)
-    out.print(f"written: {res['dir']} (eval.json, one predictions CSV per dataset)", markup=False,
-              highlight=False)
 
 
 def _eval_notes(res: dict) -> list[str]:

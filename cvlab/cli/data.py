@@ -6,23 +6,21 @@ from pathlib import Path
 
 import typer
 
+from ..config.data import DATASET_TYPES
 from ..errors import CvlabError
 from .common import SET_HELP, app, err, guarded, out
 
 data_app = typer.Typer(no_args_is_help=True, help="Check, convert and preview datasets as downloaded.")
 app.add_typer(data_app, name="data")
 
-TYPE_HELP = "Dataset type: lmdb, folder, iiit5k, svt, ic13, ic15, iam, rimes, synth."
+TYPE_HELP = f"Dataset type: {', '.join(DATASET_TYPES)}."
 OPT_HELP = "Type-specific key=value, e.g. `--opt level=words` (repeatable; values are YAML)."
 
 
 def _writable_file(path: Path, option: str) -> None:
-    """An output file's folder must be writable and the path not a folder: checked before any work."""
-    from ..engine.rundir import check_writable
+    from ..engine.rundir import check_writable_file
 
-    if path.is_dir():
-        raise CvlabError(f"{option} {path}: is a folder; give a file name")
-    check_writable(path.parent, option)
+    check_writable_file(path, option)
 
 
 def _spec(type_: str | None, root: Path | None, split: str | None, opt: list[str]):

@@ -26,7 +26,10 @@ def predict(
     """Read text from images with a trained run, using the run's own preprocessing (data.image)."""
     from ..engine.predict import predict as predict_fn
     from ..engine.predict import write_rows
+    from ..engine.rundir import check_writable_file
 
+    if out_file is not None:
+        check_writable_file(out_file, "--out")
     rows = predict_fn(run, images, checkpoint, batch_size, tuple(set_))
     bad = [r for r in rows if "error" in r]
     if out_file is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..config import Experiment
+from ..models.common import buffers_kept
 
 STEP_SIZES = (0.005, 0.01, 0.02, 0.04)  # without an optimizer: absolute step sizes η of w − η·g
 UPDATE_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # with one: distances in units of the optimizer's actual step length
@@ -81,7 +82,6 @@ def smoothness(model: torch.nn.Module, loss_fn, step_sizes=STEP_SIZES, update: l
     Weights, .grad, buffers (BN statistics) and RNG are left exactly as they were."""
     params = [p for p in model.parameters() if p.requires_grad]
     saved_w = [p.detach().clone() for p in params]
-    saved_b = {k: b.clone() for k, b in model.named_buffers()}
     devices = _cuda_devices(params)
 
     def grads(loss):
@@ -90,7 +90,7 @@ def smoothness(model: torch.nn.Module, loss_fn, step_sizes=STEP_SIZES, update: l
 
     out = {}
     try:
-        with torch.random.fork_rng(devices=devices):
+        with buffers_kept(model), torch.random.fork_rng(devices=devices):
             f = _fixed(model, loss_fn, devices)
             loss0 = f()
             g0 = grads(loss0)
@@ -122,8 +122,6 @@ def smoothness(model: torch.nn.Module, loss_fn, step_sizes=STEP_SIZES, update: l
         with torch.no_grad():
             for p, w in zip(params, saved_w, strict=True):
                 p.copy_(w)
-            for k, b in model.named_buffers():
-                b.copy_(saved_b[k])
     return out
 
 
@@ -145,18 +143,13 @@ def statistic_sizes(model: torch.nn.Module, loss_fn) -> dict[str, dict]:
                 sizes[name] = {"nhw": x.shape[0] * x.shape[2] * x.shape[3],
                                "own": values_per_statistic(mod, tuple(x.shape))}
         hooks.append(m.register_forward_pre_hook(hook))
-    params = [p for p in model.parameters() if p.requires_grad]
-    saved_b = {k: b.clone() for k, b in model.named_buffers()}
-    devices = _cuda_devices(params)
+    devices = _cuda_devices([p for p in model.parameters() if p.requires_grad])
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with buffers_kept(model), torch.random.fork_rng(devices=devices), torch.no_grad():
             loss_fn()
     finally:
         for h in hooks:
             h.remove()
-        with torch.no_grad():
-            for k, b in model.named_buffers():
-                b.copy_(saved_b[k])
     return sizes
 
 
@@ -248,23 +241,21 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
     if loaded is None:
         return {}
     model, tokenizer, ds, device = loaded
-    saved = {k: b.clone() for k, b in model.named_buffers()}
     result = {}
     for mode in ("eval", "train"):
-        model.eval()
-        if mode == "train":
-            for m in _batch_norms(model).values():
-                m.train()
-        acc = MetricAccumulator(cfg.eval.protocol)
-        bs = max(2, cfg.train.batch_size) if mode == "train" else cfg.eval.batch_size
-        for images, labels in eval_loader(ds, bs, 0, cfg.eval.max_samples):
-            if mode == "train" and images.shape[0] < 2:
-                continue  # a single leftover sample has no batch statistics
-            ids, _ = model.decode(model(images.to(device)))
-            acc.update([tokenizer.decode(i) for i in ids], labels)
-        result[mode] = acc.result()["word_acc"]
-        for k, b in model.named_buffers():
-            b.copy_(saved[k])
+        with buffers_kept(model):  # the train-mode pass must not move the running statistics
+            model.eval()
+            if mode == "train":
+                for m in _batch_norms(model).values():
+                    m.train()
+            acc = MetricAccumulator(cfg.eval.protocol)
+            bs = max(2, cfg.train.batch_size) if mode == "train" else cfg.eval.batch_size
+            for images, labels in eval_loader(ds, bs, 0, cfg.eval.max_samples):
+                if mode == "train" and images.shape[0] < 2:
+                    continue  # a single leftover sample has no batch statistics
+                ids, _ = model.decode(model(images.to(device)))
+                acc.update([tokenizer.decode(i) for i in ids], labels)
+            result[mode] = acc.result()["word_acc"]
     return {"word_acc_train_mode": result["train"], "word_acc_eval_mode": result["eval"],
             "train_eval_gap": result["train"] - result["eval"]}
 

@@ -186,7 +186,7 @@ def compare_norms(base: Experiment, out_dir: Path, norms: list[str], batch_sizes
         raise CvlabError("--submitit and --dry-run apply to --launcher submitit")
     if gpus:
         launch.check_gpus(gpus)
-        variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs, smooth_every)
+    variants = make_variants(base, norms, batch_sizes, seeds, steps, lr_scaling, jobs, smooth_every)
     check_writable(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []

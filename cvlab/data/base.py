@@ -8,7 +8,9 @@ A family builds its index in `index()` (labels, paths, boxes: never decoding an 
 from __future__ import annotations
 
 import io
+import math
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,6 +73,26 @@ def read_lines(path: Path, encoding: str = "utf-8-sig") -> list[tuple[int, str]]
     return [(n, s) for n, s in enumerate(text.splitlines(), 1) if s.strip()]
 
 
+def parse_xml(path: Path, text: str | None = None) -> ET.Element:
+    """The root element of `path` (or of `text`, read from it), or a CvlabError naming file:line."""
+    try:
+        return ET.parse(path).getroot() if text is None else ET.fromstring(text)
+    except ET.ParseError as e:
+        raise CvlabError(f"{path}:{e.position[0]}: not well-formed XML ({e})") from None
+    except LookupError as e:  # <?xml encoding="..."?> names an encoding Python does not know
+        raise CvlabError(f"{path}:1: the XML declaration names an unknown encoding ({e})") from None
+
+
+def numbers(values) -> tuple[float, ...] | None:
+    """`values` (attribute strings) as finite floats, or None when one is missing, not a number, or not finite
+    (`nan`, `inf`, `1e400`): a box that cannot be drawn."""
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
+
+
 def clamp_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
     """(left, top, right, bottom) ordered and clipped to the image; True when that changed anything."""
     x0, y0, x1, y1 = (round(v) for v in box)
@@ -80,10 +102,14 @@ def clamp_box(box: tuple[float, float, float, float], width: int, height: int) -
     return out, out != tuple(round(v) for v in box)
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """Width and height from the file header only (PIL does not decode on open)."""
-    with Image.open(path) as im:
-        return im.size
+def image_size(path: str) -> tuple[int, int] | None:
+    """Width and height from the file header only (PIL does not decode on open); None when the file is no
+    image PIL can read (the caller drops and counts the samples on it)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except LOAD_ERRORS:
+        return None
 
 
 class TextDataset(Dataset):

@@ -11,8 +11,8 @@ import lmdb
 from torch.utils.data import Dataset
 
 from ..errors import CvlabError
+from ..imagegrid import to_pil
 from .base import LOAD_ERRORS
-from .image import to_pil
 from .loaders import unwrap
 from .report import DataReport
 

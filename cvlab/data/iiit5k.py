@@ -5,6 +5,11 @@
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import pickle
+from pathlib import Path
+
 import numpy as np
 import scipy.io
 
@@ -32,6 +37,46 @@ def _one(x) -> str:
     return s[0] if s else ""
 
 
+def _loadmat(mat: Path) -> dict:
+    """scipy.io.loadmat in a forked child: scipy's compiled reader can crash (SIGSEGV) on a damaged file, which
+    no exception handler catches; the child's crash becomes a CvlabError naming the file. (No fork: in-process.)"""
+    if not hasattr(os, "fork"):
+        return _read(mat)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: read, send the result or the error, and leave without any cleanup of the parent's
+        os.close(r)
+        faulthandler.disable()  # a crash here is reported by the parent, not dumped by the child
+        try:
+            try:
+                payload = ("ok", scipy.io.loadmat(str(mat)))
+            except BaseException as e:  # noqa: BLE001  (everything goes back to the parent as a message)
+                payload = ("error", f"{e.__class__.__name__}: {e}")
+            with os.fdopen(w, "wb") as f:
+                pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        raw = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not raw:
+        why = f"the reader crashed on it (signal {os.WTERMSIG(status)})" if os.WIFSIGNALED(status) else \
+            "the reader stopped without a result"
+        raise CvlabError(f"{mat}: not a readable MATLAB file ({why}); copy it again from the IIIT5K archive")
+    kind, value = pickle.loads(raw)
+    if kind == "error":
+        raise CvlabError(f"{mat}: not a readable MATLAB file ({value})")
+    return value
+
+
+def _read(mat: Path) -> dict:
+    try:
+        return scipy.io.loadmat(str(mat))
+    except Exception as e:  # scipy raises assorted errors for non-.mat input
+        raise CvlabError(f"{mat}: not a readable MATLAB file ({e.__class__.__name__}: {e})") from None
+
+
 class Iiit5kDataset(ListDataset):
     def index(self) -> None:
         spec = self.spec
@@ -39,10 +84,7 @@ class Iiit5kDataset(ListDataset):
         var = f"{spec.split}data"
         mat = need_file(under(root, spec.labels, f"{var}.mat"), LAYOUT)
         base = under(root, spec.images, ".")
-        try:
-            data = scipy.io.loadmat(str(mat))
-        except Exception as e:  # scipy raises assorted errors for non-.mat input
-            raise CvlabError(f"{mat}: not a readable MATLAB file ({e.__class__.__name__}: {e})") from None
+        data = _loadmat(mat)
         key = var if var in data else next((k for k in data if not k.startswith("__")), None)
         arr = data.get(key) if key else None
         if arr is None or arr.dtype.names is None or "ImgName" not in arr.dtype.names:

@@ -23,9 +23,3 @@ def to_tensor(img: Image.Image, image: ImageCfg) -> torch.Tensor:
         # pad by repeating the last column (as DTRB's NormalizePAD): no hard edge for the network to read
         t = torch.cat([t, t[:, :, -1:].expand(image.channels, H, W - w)], dim=2)
     return t.contiguous()
-
-
-def to_pil(t: torch.Tensor) -> Image.Image:
-    """(C, H, W) in [0, 1] -> PIL image, for previews and TensorBoard grids."""
-    arr = (t.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
-    return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))

@@ -37,9 +37,20 @@ def open_env(path: Path) -> lmdb.Environment:
     env = _ENVS.get(key)
     if env is None:
         # lock=False: safe on read-only media and alongside other readers; readahead off for random access
-        env = _ENVS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False, meminit=False,
-                                     max_readers=256)
+        env = lmdb.open(key, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256)
+        _check_complete(env, Path(key))
+        _ENVS[key] = env
     return env
+
+
+def _check_complete(env: lmdb.Environment, folder: Path) -> None:
+    """A data.mdb shorter than its own last page (an interrupted copy or download) would be memory-mapped and
+    read past its end: the process dies of SIGBUS. Refuse it here, from the sizes LMDB records."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    have = (folder / "data.mdb").stat().st_size
+    if have < need:
+        env.close()
+        raise lmdb.Error(f"data.mdb is truncated ({have} bytes; its pages need {need}): copy it again")
 
 
 def close_env(path: Path) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset
 
+from ..imagegrid import BLACK, image_grid, to_pil
 from .base import Broken
-from .image import to_pil
 
 
 def preview_grid(ds: Dataset, out: Path, count: int = 32, cols: int = 4) -> dict:
@@ -25,17 +24,8 @@ def preview_grid(ds: Dataset, out: Path, count: int = 32, cols: int = 4) -> dict
         tiles.append((to_pil(image).convert("RGB"), label))
     if not tiles:
         return {"out": None, "shown": 0, "broken": broken}
-    scale = max(1, 64 // tiles[0][0].height)
-    tw, th = tiles[0][0].width * scale, tiles[0][0].height * scale
-    cw, ch = max(tw, 180) + 8, th + 22
-    rows = (len(tiles) + cols - 1) // cols
-    canvas = Image.new("RGB", (cols * cw, rows * ch), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=13)
-    for k, (img, label) in enumerate(tiles):
-        x, y = (k % cols) * cw + 4, (k // cols) * ch + 2
-        canvas.paste(img.resize((tw, th), Image.NEAREST), (x, y))
-        draw.text((x, y + th + 2), label[:40], fill=(0, 0, 0), font=font)
+    canvas = image_grid([t for t, _ in tiles], cols, [[(label[:40], BLACK)] for _, label in tiles],
+                        min_width=180, gap=8, font_size=13)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)

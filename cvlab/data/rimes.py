@@ -10,13 +10,25 @@ paths relative to the snippet folders (`trainingsnippets_icdar/training_WR/`, `d
 
 from __future__ import annotations
 
+import codecs
 import html
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import CvlabError
-from .base import ListDataset, clamp_box, first_existing, image_size, need_dir, need_file, read_lines, under
+from .base import (
+    ListDataset,
+    clamp_box,
+    first_existing,
+    image_size,
+    need_dir,
+    need_file,
+    numbers,
+    parse_xml,
+    read_lines,
+    under,
+)
 
 _FILES = {
     ("lines", "train"): "training_2011.xml",
@@ -35,21 +47,23 @@ _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 
 def _parse_xml(path: Path) -> ET.Element:
     try:
-        return ET.parse(path).getroot()
-    except ET.ParseError as e:
+        return parse_xml(path)
+    except CvlabError as e:
         if "undefined entity" not in str(e):
-            raise CvlabError(f"{path}:{e.position[0]}: not well-formed XML ({e})") from None
+            raise
     # HTML entities (&eacute;) are not XML: decode them before parsing, keep the five XML ones
     head = path.read_bytes()
     declared = re.search(rb'encoding=["\']([\w.\-]+)', head[:200])
-    raw = head.decode(declared.group(1).decode() if declared else "utf-8", "replace")
+    encoding = declared.group(1).decode() if declared else "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise CvlabError(f"{path}:1: the XML declaration names an unknown encoding ({encoding})") from None
+    raw = head.decode(encoding, "replace")
     fixed = re.sub(r"&([A-Za-z][A-Za-z0-9]*);",
                    lambda m: m.group(0) if m.group(1) in _XML_ENTITIES else html.unescape(m.group(0)), raw)
     fixed = re.sub(r"^<\?xml[^>]*\?>", "", fixed)  # the encoding declaration no longer applies
-    try:
-        return ET.fromstring(fixed)
-    except ET.ParseError as e:
-        raise CvlabError(f"{path}:{e.position[0]}: not well-formed XML ({e})") from None
+    return parse_xml(path, fixed)
 
 
 class RimesDataset(ListDataset):
@@ -86,16 +100,20 @@ class RimesDataset(ListDataset):
             name = page.get("FileName", "")
             lines = list(page.iter("Line"))
             path = self._page_path(root, name)
-            if path is None:
-                self.report.drop("page image missing", f"{xml.name}: {name}", len(lines))
+            if path is None or not path.is_file():
+                self.report.drop("page image missing", f"{xml.name}: {name!r}", len(lines))
                 continue
-            width, height = image_size(str(path))
+            size = image_size(str(path))
+            if size is None:
+                self.report.drop("page image unreadable", f"{xml.name}: {path}", len(lines))
+                continue
+            width, height = size
             for line in lines:
-                try:
-                    box = tuple(int(float(line.get(k))) for k in ("Left", "Top", "Right", "Bottom"))
-                except (TypeError, ValueError):
-                    self.malformed(xml, 0, f"{name}: <Line> without numeric Left/Top/Right/Bottom")
+                box = numbers(line.get(k) for k in ("Left", "Top", "Right", "Bottom"))
+                if box is None:
+                    self.malformed(xml, 0, f"{name}: <Line> without finite numeric Left/Top/Right/Bottom")
                     continue
+                box = tuple(int(v) for v in box)
                 raw = line.get("Value", "")
                 where = f"{Path(name).name} {list(box)} {raw[:30]!r}"
                 text = html.unescape(raw)

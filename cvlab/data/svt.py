@@ -4,10 +4,7 @@ each image's `<lex>` (50 words) is the lexicon of its words (SVT-50)."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
-from ..errors import CvlabError
-from .base import ListDataset, clamp_box, image_size, need_dir, need_file, under
+from .base import ListDataset, clamp_box, image_size, need_dir, need_file, numbers, parse_xml, under
 
 LAYOUT = "ROOT/test.xml (train.xml) and ROOT/img/*.jpg, as in svt1/"
 
@@ -18,11 +15,7 @@ class SvtDataset(ListDataset):
         root = need_dir(spec.root_path, LAYOUT)
         xml = need_file(under(root, spec.labels, f"{spec.split}.xml"), LAYOUT)
         base = under(root, spec.images, ".")
-        try:
-            tree = ET.parse(xml)
-        except ET.ParseError as e:
-            raise CvlabError(f"{xml}:{e.position[0]}: not well-formed XML ({e})") from None
-        for image in tree.getroot().iter("image"):
+        for image in parse_xml(xml).iter("image"):
             name = (image.findtext("imageName") or "").strip()
             if not name:
                 self.malformed(xml, 0, "<image> without <imageName>")
@@ -33,13 +26,16 @@ class SvtDataset(ListDataset):
                 self.report.drop("image file missing", f"{xml.name}: {page}", len(rects))
                 continue
             lex = [w.strip() for w in (image.findtext("lex") or "").split(",") if w.strip()]
-            width, height = image_size(str(page))  # header only; the <Resolution> tag is not always right
+            size = image_size(str(page))  # header only; the <Resolution> tag is not always right
+            if size is None:
+                self.report.drop("page image unreadable", f"{xml.name}: {page}", len(rects))
+                continue
+            width, height = size
             for r in rects:
                 label = (r.findtext("tag") or "").strip()
-                try:
-                    box = [float(r.get(k)) for k in ("x", "y", "width", "height")]
-                except (TypeError, ValueError):
-                    self.malformed(xml, 0, f"{name}: taggedRectangle without numeric x/y/width/height")
+                box = numbers(r.get(k) for k in ("x", "y", "width", "height"))
+                if box is None:
+                    self.malformed(xml, 0, f"{name}: taggedRectangle without finite numeric x/y/width/height")
                     continue
                 x, y, w, h = box
                 crop, clamped = clamp_box((x, y, x + w, y + h), width, height)

@@ -3,11 +3,16 @@ evaluation of a run (`eval/` history, one predictions file per dataset, an error
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader
 
 from ..data.loaders import eval_loader, sample_id
 from ..data.tokenizer import Tokenizer
+from ..errors import CvlabError, OutputError
 from .metrics import MetricAccumulator
 from .setup import autocast
 
@@ -122,9 +127,21 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
                                                      "lexicon_fallbacks": decoder.fallbacks} if decoder else {})},
            "datasets": results,
            "combined": combine(results)}
-    folder = eval_dir(run, loaded.checkpoint, loaded.step, cfg.eval.protocol, list(sets))
-    out["dir"] = str(folder)
-    for name, rows in all_rows.items():
-        results[name]["predictions"] = write_predictions(folder, name, rows).name
-    record(folder, out)
+    folder = None
+    try:
+        folder = eval_dir(run, loaded.checkpoint, loaded.step, cfg.eval.protocol, list(sets))
+        out["dir"] = str(folder)
+        for name, rows in all_rows.items():
+            results[name]["predictions"] = write_predictions(folder, name, rows).name
+        record(folder, out)
+    except (OSError, CvlabError) as e:
+        where = getattr(e, "filename", None) or Path(run) / "eval"
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        out.pop("dir", None)
+        if folder is not None:  # no half-written evaluation in the history
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()
+        raise OutputError(f"{where}: cannot write the evaluation ({why}); the results above were not saved: "
+                          f"make {Path(run) / 'eval'} writable", out) from None
     return out

@@ -19,6 +19,7 @@ from PIL import Image
 from ..data.base import LOAD_ERRORS
 from ..data.image import to_tensor
 from ..errors import CvlabError
+from .checkpoint import write_text_atomic
 from .setup import autocast
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
@@ -129,13 +130,13 @@ def write_rows(rows: list[dict], path: Path) -> None:
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".json"):
         raise CvlabError(f"--out {path}: give a .csv or .json file")
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text_atomic(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", path)
         return
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text", "confidence", "label", "error"])
-        for r in rows:
-            conf = "" if r["confidence"] is None else f"{r['confidence']:.6f}"
-            w.writerow([r["id"], r["text"], conf, r.get("label", ""), r.get("error", "")])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["id", "text", "confidence", "label", "error"])
+    for r in rows:
+        conf = "" if r["confidence"] is None else f"{r['confidence']:.6f}"
+        w.writerow([r["id"], r["text"], conf, r.get("label", ""), r.get("error", "")])
+    write_text_atomic(buf.getvalue(), path)  # an unwritable path is a CvlabError naming it

@@ -12,6 +12,7 @@ import torch
 
 from ..config import Experiment
 from ..errors import CvlabError
+from ..models.common import buffers_kept
 from .progress import NullProgress, Progress
 
 
@@ -91,22 +92,16 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
     for line in adjustment_messages(cfg, adjustments, degenerate):
         progress.message(line)
 
-    saved = {k: b.clone() for k, b in model.named_buffers()}  # BN running statistics move in train mode
-    was_training = model.training
     batch = max(1, min(cfg.train.batch_size, 2))
     images = torch.rand(batch, img.channels, img.height, img.width, device=device)
-    try:
-        dev = torch.device(device)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            model.train()
-            feats = _forward(model, images, cfg, "train")
-            if eval_mode:
-                model.eval()
-                _forward(model, images[:1], cfg, "eval")
-    finally:
-        for k, b in model.named_buffers():
-            b.copy_(saved[k])
-        model.train(was_training)
+    dev = torch.device(device)
+    # BN running statistics move in train mode: put back, as is the RNG
+    with buffers_kept(model), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        model.train()
+        feats = _forward(model, images, cfg, "train")
+        if eval_mode:
+            model.eval()
+            _forward(model, images[:1], cfg, "eval")
 
     steps = feats.shape[1]
     progress.message(f"model: {steps} frames at data.image.width={img.width}" + (

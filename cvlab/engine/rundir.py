@@ -35,6 +35,14 @@ def check_writable(path: Path, what: str) -> None:
         raise CvlabError(f"{what} {path}: {probe} is not writable; choose a folder you can write to")
 
 
+def check_writable_file(path: Path, option: str) -> None:
+    """An output file's folder must be writable and the path not a folder: checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise CvlabError(f"{option} {path}: is a folder; give a file name")
+    check_writable(path.parent, option)
+
+
 def new_run_dir(runs_dir: Path, name: str) -> Path:
     check_writable(runs_dir, "--runs-dir")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -220,6 +228,7 @@ def open_run(run_dir: Path, cfg, device: str, progress=None, step=lambda: 0):
     t0 = time.time()
     with run_lock(run_dir, progress):  # a live owner refuses here, before anything of theirs is touched
         prior = 0.0 if new else float(read_json(run_dir / STATUS).get("wall_s") or 0.0)
+        _remove_partial_writes(run_dir, progress)
         try:
             write_text_atomic(dump_config(cfg), run_dir / "config.yaml")
             write_env(run_dir, device, cfg.seed)
@@ -233,6 +242,18 @@ def open_run(run_dir: Path, cfg, device: str, progress=None, step=lambda: 0):
                 write_status(run_dir, status, step(), prior + time.time() - t0, reason)
             raise
         write_status(run_dir, "finished", step(), prior + time.time() - t0)
+
+
+def _remove_partial_writes(run_dir: Path, progress=None) -> None:
+    """Temp files of atomic writes (checkpoint.py) that a killed process never renamed: with the lock held,
+    nobody else can be writing them. Reported, never silently."""
+    partial = [p for d in (run_dir, run_dir / "checkpoints") for p in d.glob(".*.tmp*") if p.is_file()]
+    for p in partial:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    if partial and progress is not None:
+        progress.message(f"{run_dir}: removed {len(partial)} partly written files of a killed process "
+                         f"({', '.join(p.name for p in partial[:3])})")
 
 
 def write_status(run_dir: Path, status: str, step: int, wall_s: float, reason: str = "") -> None:

@@ -83,7 +83,7 @@ class _StopFlag:
 
 
 def hparams_of(cfg: Experiment) -> dict:
-    """What the HParams dashboard shows; the ones compared most often first (it shows only the first few)."""
+    """What the HParams dashboard shows (TensorBoard puts those that differ between the runs it shows first)."""
     m, t = cfg.model, cfg.train
     return {"norm": m.norm.name, "lr": t.lr, "batch_size": t.batch_size, "backbone": m.backbone.name,
             "size": m.backbone.size, "act": m.act, "sequence": m.sequence.name, "head": m.head.name,
@@ -410,12 +410,9 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
         s.save(ckpt_dir / "best.pt")
         s.save(ckpt_dir / "last.pt")
     if writer:
-        first = next(iter(metrics.get("datasets", {})), None)
-        if first:
-            # the hparams dashboard reads each metric's value from the run's scalars with that tag
-            tags = (f"val/{first}/word_acc", f"val/{first}/cer", "train/loss", "train/samples_per_s")
-            extra = {"world_size": ctx.world, "global_batch": s.global_batch, "norm_batch": norm_batch(cfg, ctx.world)}
-            write_hparams(writer, {**hparams_of(cfg), **extra}, dict.fromkeys(tags, 0.0))
+        extra = {"world_size": s.ctx.world, "global_batch": s.global_batch,
+                 "norm_batch": norm_batch(cfg, s.ctx.world)}
+        write_hparams(writer, {**hparams_of(cfg), **extra})
         writer.close()
     return metrics
 
