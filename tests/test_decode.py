@@ -1,5 +1,5 @@
 """Beam search (eval.decoder: beam): greedy's answers at beam 1 for both heads, a character LM that settles an
-ambiguous reading, lexicon tries that only ever answer lexicon words; `cvlab lm build` writes a normalised LM."""
+ambiguous reading, lexicon answers that are the exact most likely lexicon word; `cvlab lm build` writes a normalised LM."""
 
 from __future__ import annotations
 
@@ -79,21 +79,64 @@ def test_the_lm_settles_an_ambiguous_character(tmp_path):
     assert tok.decode(CTCBeam(tok, 8, lm, lm_weight=1.0)(None, None, logits)[0][0]) == "the"
 
 
-def test_lexicon_beam_answers_lexicon_words_only():
+def _ctc_by_enumeration(lp: torch.Tensor, tok, words) -> dict:
+    """Each word's CTC log-likelihood summed over every frame path that collapses to it (brute force)."""
+    T, C = lp.shape
+    paths = torch.cartesian_prod(*[torch.arange(C)] * T)  # (C^T, T)
+    scores = lp.gather(1, paths.T).sum(0)
+    out = {}
+    for w in words:
+        target = tok.encode(w)
+        hit = [i for i, p in enumerate(paths.tolist())
+               if [c for j, c in enumerate(p) if c and (j == 0 or c != p[j - 1])] == target]
+        out[w] = float(scores[hit].logsumexp(0)) if hit else -math.inf
+    return out
+
+
+def test_lexicon_answer_is_the_exact_most_likely_word_by_either_path():
+    tok = CTCTokenizer("abc")
+    words = ("a", "b", "c", "ab", "ba", "abc", "cab", "aa", "bca", "cc")
+    gen = torch.Generator().manual_seed(0)
+    exact, search = CTCBeam(tok, 8), CTCBeam(tok, 200, exact_words=0)  # the trie search, with a beam as wide
+    for _ in range(12):                                                  # as the trie: it prunes nothing
+        logits = torch.randn(5, tok.num_classes, generator=gen) * 2
+        ll = _ctc_by_enumeration(logits.log_softmax(-1), tok, words)
+        best = max(words, key=ll.get)
+        assert exact.lexicon(logits, words) == best
+        # flashlight's silence at the blank's index counted every frame at the trie's root twice: wrong words
+        assert search.lexicon(logits, words) == best
+    assert exact.fallbacks == search.fallbacks == 0
+
+
+def test_an_unsure_reading_gets_its_word_without_falling_back():
     tok = CTCTokenizer(CHARSET)
-    beam = CTCBeam(tok, 8)
-    # reads "bab": without the end-of-word marker the trie would allow "b" + "ab"; with it the search
-    # itself ends on exactly one word (a fallback to the exact CTC choice would be counted)
-    assert beam.lexicon(peaked(tok, ["b", "-", "a", "-", "b"])[0], ("ab", "b", "ba")) in ("ab", "b", "ba")
-    assert beam.fallbacks == 0
-    assert beam.lexicon(peaked(tok, ["w", "o", "r", "-", "l", "l", "-", "l", "s"])[0],
-                        ("walls", "tools", "rolls", "there")) == "walls"
+    # every frame: blank 0.6, one letter of "there" 0.4. "the" (2 alignments, 2·0.4³·0.6²) beats "there" (0.4⁵),
+    # and unfinished prefixes ("t", "th") outscore every complete word until the last frame: a narrow trie
+    # search loses them all and falls back, as it did for every lexicon before
+    logits = peaked(tok, [{"-": 0.6, c: 0.4} for c in "there"])[0]
+    words = ("there", "the", "three", "tree", "other", "sorrow", "whistle", "brothers", "hollow", "tower")
+    beam = CTCBeam(tok, 3)  # a small lexicon: scored word by word, nothing to lose
+    assert beam.lexicon(logits, words) == "the" and beam.fallbacks == 0
+    narrow = CTCBeam(tok, 3, exact_words=5)
+    assert narrow.lexicon(logits, words) == "the" and narrow.fallbacks == 1  # counted, still the exact word
+    assert CTCBeam(tok, 10, exact_words=5).lexicon(logits, words) == "the"
+
+
+def test_lexicon_answers_are_lexicon_words_with_or_without_lm(tmp_path):
+    tok = CTCTokenizer(CHARSET)
+    lm = _lm(tmp_path, ["hello", "help", "world", "tree", "slow", "bars", "the", "walls"])
+    for beam in (CTCBeam(tok, 8), CTCBeam(tok, 8, exact_words=0), CTCBeam(tok, 8, lm, lm_weight=1.0)):
+        # reads "bab": without the end-of-word marker the trie would allow "b" + "ab"
+        assert beam.lexicon(peaked(tok, ["b", "-", "a", "-", "b"])[0], ("ab", "b", "ba")) in ("ab", "b", "ba")
+        assert beam.lexicon(peaked(tok, ["w", "o", "r", "-", "l", "l", "-", "l", "s"])[0],
+                            ("walls", "tools", "rolls", "there")) == "walls"
     gen = torch.Generator().manual_seed(1)
     words = ("hello", "help", "world", "tree", "slow", "bars")
-    for _ in range(8):
-        answer = beam.lexicon(torch.randn(12, tok.num_classes, generator=gen) * 4, words)
-        assert answer in words
-    assert beam.fallbacks == 0
+    exact, search = CTCBeam(tok, 8, lm, lm_weight=1.0), CTCBeam(tok, 500, lm, lm_weight=1.0, exact_words=0)
+    for _ in range(8):  # the LM adds the same word scores to either path
+        logits = torch.randn(12, tok.num_classes, generator=gen) * 4
+        assert exact.lexicon(logits, words) == search.lexicon(logits, words) in words
+    assert search.fallbacks == 0
 
 
 def test_lm_build_is_normalised_and_rejects_order_one(tmp_path, cli):

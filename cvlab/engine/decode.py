@@ -1,11 +1,15 @@
-"""`eval.decoder: beam`: beam search for both heads, with a lexicon trie and a character n-gram LM for CTC.
+"""`eval.decoder: beam`: beam search for both heads, with a lexicon and a character n-gram LM for CTC.
 
 - CTC: flashlight-text's beam search (the `[decode]` extra), over log-softmax emissions, prefix scores summed
   over alignments (log-add). `eval.lm` (an ARPA file, `cvlab lm build`) is a character LM fused at every
-  emitted character with weight `eval.lm_weight`. Lexicon decoding (`eval.lexicon`: the sets' own lexicons,
-  or a word file) runs the same search constrained to a trie of the words: one extra final frame can only
-  emit an end-of-word marker that the trie puts after every word, so the answer is exactly one lexicon word.
-  Should the beam lose every complete word, the entry of highest CTC likelihood is taken (counted).
+  emitted character with weight `eval.lm_weight`.
+- CTC with a lexicon (`eval.lexicon`: the sets' own lexicons, or a word file): the answer is the word of highest
+  CTC log-likelihood plus `lm_weight` times its LM log-probability. A lexicon of up to `EXACT_WORDS` words
+  (IIIT5K 50/1k, SVT 50, most word files) is scored word by word: batched `ctc_loss`, exact, no search. A larger
+  one is searched over a trie of its words: one extra final frame can only emit an end-of-word marker that the
+  trie puts after every word, so the search ends on exactly one word, scored as the exact path scores it. Its
+  beam ranks word prefixes that have not yet paid for their remaining characters: where the network is unsure
+  it can drop every complete word, and then the word is scored exactly after all (counted: `fallbacks`).
 - Attention: beam search over the decoder's steps in plain torch; a finished hypothesis ([EOS]) keeps its
   score. Confidence is the product of the chosen steps' probabilities, as greedy decoding reports it.
 
@@ -23,6 +27,8 @@ import torch.nn.functional as F
 from ..errors import CvlabError
 
 NEG = -1e30  # an emission that cannot happen (finite: flashlight adds scores)
+EXACT_WORDS = 10_000  # lexicons up to this size are scored word by word; larger ones are searched over a trie
+CHUNK = 2048  # words per ctc_loss call
 
 
 def _flashlight():
@@ -35,16 +41,21 @@ def _flashlight():
 
 
 class CTCBeam:
-    """flashlight beam search over a CTC head's logits (class 0 = blank)."""
+    """flashlight beam search over a CTC head's logits (class 0 = blank), and its lexicon answers."""
 
-    def __init__(self, tokenizer, beam_size: int = 10, lm: str | None = None, lm_weight: float = 0.5):
+    def __init__(self, tokenizer, beam_size: int = 10, lm: str | None = None, lm_weight: float = 0.5,
+                 exact_words: int = EXACT_WORDS):
         from .lm import lm_token
 
         self.fl, Dictionary = _flashlight()
         self.tokenizer, self.beam_size, self.lm_weight = tokenizer, beam_size, lm_weight
+        self.exact_words = exact_words
         self.n = tokenizer.num_classes
-        self.end = self.n  # the end-of-word marker of lexicon decoding: one class past the model's
-        names = ["<blank>", *(lm_token(c) for c in tokenizer.charset), "<end-of-word>"]
+        # two classes past the model's for the lexicon search: the end-of-word marker (the LM reads it as the
+        # end of the sentence), and flashlight's silence, which never occurs: given the blank's index, every
+        # frame spent at the trie's root would count twice (silence and blank), which is not CTC's likelihood
+        self.end, self.sil = self.n, self.n + 1
+        names = ["<blank>", *(lm_token(c) for c in tokenizer.charset), "</s>", "<sil>"]
         if lm:
             path = Path(lm).expanduser()
             if not path.is_file():
@@ -60,13 +71,13 @@ class CTCBeam:
                 raise CvlabError(f"eval.lm: {path}: not a readable ARPA/KenLM file ({e})") from None
         else:
             self.lm, self.lm_weight = self.fl.ZeroLM(), 0.0
-        self.fallbacks = 0  # lexicon searches that lost every complete word (then the exact CTC choice)
-        self._tries: dict = {}
+        self.fallbacks = 0  # trie searches that lost every complete word (then scored word by word)
+        self._lexicons: dict = {}
 
     def _options(self, lexicon: bool):
         fl = self.fl
         if lexicon:
-            return fl.LexiconDecoderOptions(beam_size=self.beam_size, beam_size_token=self.n + 1,
+            return fl.LexiconDecoderOptions(beam_size=self.beam_size, beam_size_token=self.n + 2,
                                             beam_threshold=1e9, lm_weight=self.lm_weight, word_score=0.0,
                                             unk_score=-math.inf, sil_score=0.0, log_add=True,
                                             criterion_type=fl.CriterionType.CTC)
@@ -93,51 +104,61 @@ class CTCBeam:
             confs.append(min(1.0, math.exp(best.emittingModelScore)))
         return ids, confs
 
-    def _trie(self, words: tuple[str, ...]):
-        key = words
-        if key not in self._tries:
-            if len(self._tries) > 64:  # per-image lexicons (IIIT5K 50/1k): keep a few, not all
-                self._tries.clear()
-            fl = self.fl
-            trie = fl.Trie(self.n + 1, 0)
-            spelled = []
-            for i, w in enumerate(words):
-                seq = self.tokenizer.encode(w)
-                if seq and not self.tokenizer.missing(w):
-                    trie.insert([*seq, self.end], i, 0.0)
-                spelled.append(seq)
-            trie.smear(fl.SmearingMode.MAX)
-            self._tries[key] = (trie, spelled)
-        return self._tries[key]
+    def _lexicon(self, words: tuple[str, ...]) -> dict:
+        """Per lexicon: each word's label ids (what the charset spells of it), LM scores, the trie if searched."""
+        if words not in self._lexicons:
+            if len(self._lexicons) > 64:  # per-image lexicons (IIIT5K 50/1k): keep a few, not all
+                self._lexicons.clear()
+            spelled = [self.tokenizer.encode(w) for w in words]
+            lex = {"spelled": spelled, "lm": torch.zeros(len(words), dtype=torch.float64), "trie": None}
+            if self.lm_weight:  # the LM calls the search makes: each character, the end marker, the finish
+                for i, seq in enumerate(spelled):
+                    state, total = self.lm.start(False), 0.0
+                    for t in [*seq, self.end]:
+                        state, score = self.lm.score(state, t)
+                        total += score
+                    lex["lm"][i] = total + self.lm.finish(state)[1]
+            if len(words) > self.exact_words:
+                lex["trie"] = self.fl.Trie(self.n + 2, self.sil)
+                for i, seq in enumerate(spelled):
+                    if seq:
+                        lex["trie"].insert([*seq, self.end], i, 0.0)
+            self._lexicons[words] = lex
+        return self._lexicons[words]
 
     def lexicon(self, logits_b: torch.Tensor, words: tuple[str, ...]) -> str:
-        """The lexicon word the constrained search reads in one sample's (T, C) logits."""
-        trie, spelled = self._trie(words)
+        """The lexicon word read in one sample's (T, C) logits: highest CTC log-likelihood + lm_weight x LM."""
+        lex = self._lexicon(words)
         lp = logits_b.float().log_softmax(-1).cpu()
-        T = lp.shape[0]
-        em = torch.full((T + 1, self.n + 1), NEG)
-        em[:T, : self.n] = lp
-        em[T, self.end] = 0.0  # the last frame: the end-of-word marker only
-        decoder = self.fl.LexiconDecoder(self._options(True), trie, self.lm, 0, 0, -1, [], True)
-        results = decoder.decode(em.contiguous().data_ptr(), T + 1, self.n + 1)
-        found = [w for w in (results[0].words if results else []) if w >= 0]
-        if len(found) == 1:  # the marker ends exactly one word; anything else would be a bug, counted
-            return words[found[0]]
-        self.fallbacks += 1
-        return _most_likely(lp, words, spelled)
+        if lex["trie"] is not None:
+            T = lp.shape[0]
+            em = torch.full((T + 1, self.n + 2), NEG)
+            em[:T, : self.n] = lp
+            em[T, self.end] = 0.0  # the last frame: the end-of-word marker only
+            decoder = self.fl.LexiconDecoder(self._options(True), lex["trie"], self.lm, self.sil, 0, -1, [], True)
+            results = decoder.decode(em.contiguous().data_ptr(), T + 1, self.n + 2)
+            found = [w for w in (results[0].words if results else []) if w >= 0]
+            if len(found) == 1:  # the marker ends exactly one word, or none when the beam lost them all
+                return words[found[0]]
+            self.fallbacks += 1
+        return _most_likely(lp, words, lex["spelled"], self.lm_weight * lex["lm"])
 
 
-def _most_likely(lp: torch.Tensor, words: tuple[str, ...], spelled: list[list[int]]) -> str:
-    """The entry of highest CTC likelihood (exact, by the CTC loss) among the encodable words."""
+def _most_likely(lp: torch.Tensor, words: tuple[str, ...], spelled: list[list[int]], bonus: torch.Tensor) -> str:
+    """The word of highest CTC log-likelihood (exact, by the CTC loss) plus `bonus`, among the spellable ones."""
     keep = [i for i, s in enumerate(spelled) if s]
     if not keep:
         return ""
-    targets = torch.tensor([t for i in keep for t in spelled[i]], dtype=torch.long)
-    lengths = torch.tensor([len(spelled[i]) for i in keep], dtype=torch.long)
-    x = lp[:, None, :].expand(-1, len(keep), -1)  # (T, N, C): one row per word
-    nll = F.ctc_loss(x, targets, torch.full((len(keep),), lp.shape[0], dtype=torch.long), lengths, blank=0,
-                     reduction="none")
-    return words[keep[int(nll.argmin())]]
+    scores = []
+    for c in range(0, len(keep), CHUNK):
+        part = keep[c : c + CHUNK]
+        targets = torch.tensor([t for i in part for t in spelled[i]], dtype=torch.long)
+        lengths = torch.tensor([len(spelled[i]) for i in part], dtype=torch.long)
+        x = lp[:, None, :].expand(-1, len(part), -1)  # (T, N, C): one row per word
+        nll = F.ctc_loss(x, targets, torch.full((len(part),), lp.shape[0], dtype=torch.long), lengths, blank=0,
+                         reduction="none")  # inf where a word needs more frames than there are
+        scores.append(bonus[part] - nll.double())
+    return words[keep[int(torch.cat(scores).argmax())]]
 
 
 class AttentionBeam:
