@@ -34,7 +34,7 @@ def test_explicit_choices_pass_through_and_fp16_needs_cuda():
 
 def test_training_says_which_precision_it_picked(tmp_path):
     from cvlab.config import load_config
-    from cvlab.engine.train import prepare
+    from cvlab.engine.session import prepare
 
     messages = []
 

@@ -98,9 +98,9 @@ def test_rerun_does_no_training(compared, capsys):
 
 def test_divergence_and_impossible_variants_do_not_stop_the_others(tmp_path, monkeypatch):
     """group's loss is made NaN (the loop's own check raises Diverged); batch norm at batch size 1 fails preflight."""
-    import cvlab.engine.train as train_mod
+    import cvlab.engine.session as session_mod
 
-    real_build = train_mod.build_model
+    real_build = session_mod.build_model
 
     def build(cfg, *args):
         model = real_build(cfg, *args)
@@ -109,7 +109,7 @@ def test_divergence_and_impossible_variants_do_not_stop_the_others(tmp_path, mon
             model.loss = lambda *a: real_loss(*a) * float("nan")
         return model
 
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(session_mod, "build_model", build)
     base = load_config(_exp(tmp_path, steps=1, eval_every=1))
     res = compare_norms(base, tmp_path / "out", ["batch", "group"], [2, 1])
     status = {(r["norm"], r["batch_size"]): (r["status"], r["reason"]) for r in res["rows"]}

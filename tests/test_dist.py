@@ -134,7 +134,7 @@ def _assert_same_weights(a: dict, b: dict, atol: float = 1e-4) -> None:
 
 
 def test_two_processes_train_what_one_process_trains_at_the_same_global_batch(runs):
-    from cvlab.engine.train import prepare
+    from cvlab.engine.session import prepare
 
     _, two, one, printed = runs
     _assert_same_weights(_weights(two), _weights(one))

@@ -135,8 +135,9 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
     """Train one variant (resuming from last.pt when there is one) and write its variant.json record.
     Module-level so `--jobs` can run it in a worker process."""
     from ..engine.checkpoint import write_json
+    from ..engine.session import prepare
     from ..engine.setup import pick_device
-    from ..engine.train import Diverged, TrainingInterrupted, prepare, train
+    from ..engine.train import Diverged, TrainingInterrupted, train
 
     cfg = Experiment.model_validate(cfg_json)
     run_dir = Path(run_dir)

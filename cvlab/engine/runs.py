@@ -20,7 +20,8 @@ def start_run(cfg: Experiment, runs_dir: Path = Path("runs"), name: str | None =
     """Check everything (config, data, device, model), then create `runs_dir/<name>/<timestamp>/` and train
     in it. Returns (run directory, final metrics). Bad input fails before the folder exists."""
     from . import dist
-    from .train import prepare, train
+    from .session import prepare
+    from .train import train
 
     ctx = dist.context(cfg.train.device, cfg.train.dist_timeout)
     progress = (progress or NullProgress()) if ctx.main else NullProgress()
