@@ -10,7 +10,8 @@ from torch import nn
 
 from cvlab.compare import make_variants
 from cvlab.compare.probes import Probe, optimizer_update, smoothness, statistic_sizes
-from cvlab.compare.report import aggregate, significance, t_interval, welch
+from cvlab.compare.report import aggregate
+from cvlab.compare.stats import significance, t_interval, welch
 from cvlab.config import Experiment, ModelCfg
 from cvlab.engine.optim import DEFAULT_LR_SCALING, build_optimizer, scale_for_batch
 from cvlab.engine.preflight import adjustment_messages

@@ -241,7 +241,7 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
     if loaded is None:
         return {}
     model, tokenizer, ds, device = loaded
-    result = {}
+    result, skipped = {}, 0
     for mode in ("eval", "train"):
         with buffers_kept(model):  # the train-mode pass must not move the running statistics
             model.eval()
@@ -252,12 +252,13 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
             bs = max(2, cfg.train.batch_size) if mode == "train" else cfg.eval.batch_size
             for images, labels in eval_loader(ds, bs, 0, cfg.eval.max_samples):
                 if mode == "train" and images.shape[0] < 2:
-                    continue  # a single leftover sample has no batch statistics
+                    skipped += 1  # a single leftover sample has no batch statistics: counted, not scored
+                    continue
                 ids, _ = model.decode(model(images.to(device)))
                 acc.update([tokenizer.decode(i) for i in ids], labels)
             result[mode] = acc.result()["word_acc"]
     return {"word_acc_train_mode": result["train"], "word_acc_eval_mode": result["eval"],
-            "train_eval_gap": result["train"] - result["eval"]}
+            "train_eval_gap": result["train"] - result["eval"], "train_mode_skipped": skipped}
 
 
 @torch.no_grad()
