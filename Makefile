@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEVSTAMP := $(VENV)/.dev-stamp
 EXP    ?= experiments/quickstart.yaml
+# Test processes: one per core, at most 4 (each imports torch: ~0.5 GiB); `make test TEST_JOBS=0` runs serially.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint tb bench clean
@@ -34,8 +36,8 @@ demo: $(STAMP) ## Train the quickstart experiment on synthetic words, evaluate i
 	@echo
 	@echo "Open TensorBoard with:  $(BIN)/tensorboard --logdir runs   (then http://127.0.0.1:6006)"
 
-test: $(DEVSTAMP) ## Run the test suite (what CI runs)
-	$(BIN)/python -m pytest
+test: $(DEVSTAMP) ## Run the test suite (what CI runs), one pytest process per core
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
 
 lint: $(DEVSTAMP) ## Static checks (ruff)
 	$(BIN)/ruff check cvlab tests benchmarks
