@@ -46,6 +46,29 @@ def test_ctc_beam_of_one_is_greedy():
     assert all(0 < c <= 1 for c in confs) and len(wide) == 6
 
 
+def test_ctc_beam_fixes_greedys_classic_error():
+    """Greedy takes the best frame each time; the beam sums a prefix's alignments (Graves 2006)."""
+    tok = CTCTokenizer(CHARSET)
+    clear = peaked(tok, list("hh-e-ll-lo"))
+    assert CTCBeam(tok, beam_size=5)(None, None, clear)[0] == [tok.encode("hello")]
+    # two frames: blank is best in each (0.4), so greedy reads ""; "a" has aa, a_, _a = 0.09 + 0.12 + 0.12
+    a, b = tok.stoi["a"], tok.stoi["b"]
+    probs = torch.full((1, 2, tok.num_classes), 1e-6)
+    probs[..., 0], probs[..., a], probs[..., b] = 0.4, 0.3, 0.3
+    logits = probs.log()
+    assert CTCHead(4, tok.num_classes)._greedy(logits)[0] == [[]]
+    ids, conf = CTCBeam(tok, beam_size=5)(None, None, logits)
+    assert ids[0] in ([a], [b]) and abs(conf[0] - 0.33) < 1e-3
+
+
+def test_a_saved_head_beam_width_loads_at_its_default_and_names_its_new_place_otherwise():
+    exp = tiny_experiment(model={"head": {"name": "ctc", "beam_width": 1}})
+    assert Experiment.model_validate(exp).model.head.name == "ctc"
+    exp["model"]["head"]["beam_width"] = 5
+    with pytest.raises(ValueError, match=r"eval\.decoder: beam"):
+        Experiment.model_validate(exp)
+
+
 def test_attention_beam_of_one_is_greedy_and_wider_beams_score_at_least_as_well():
     exp = tiny_experiment()
     exp["model"].update(head={"name": "attention", "hidden": 16, "max_length": 6}, sequence={"hidden": 16, "layers": 1})

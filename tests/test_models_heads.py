@@ -53,25 +53,3 @@ def test_attention_head_teacher_forcing_and_greedy_shapes():
     targets = torch.tensor([[0, 3, 4, 1], [0, 5, 1, 0]])
     assert head(x, targets).shape == (2, 3, 6)
     assert head(x).shape == (2, 8, 6)  # max_length + 1 steps: room for the [EOS]
-
-
-def test_ctc_beam_search_agrees_with_greedy_on_a_clear_path_and_fixes_its_classic_error():
-    head = CTCHead(4, 4, beam_width=5)
-    ids, conf = head.decode(peaked([1, 1, 0, 1, 2, 0, 3], 4))
-    assert ids == [[1, 1, 2, 3]] and conf[0] > 0.99
-    # Two steps: greedy picks blank twice (p=0.4 each) -> "" (probability 0.16); "a" sums aa, _a, a_ = 0.33.
-    probs = torch.tensor([[[0.4, 0.3, 0.3, 1e-6], [0.4, 0.3, 0.3, 1e-6]]])
-    logits = probs.log()
-    assert CTCHead(4, 4).decode(logits)[0] == [[]]
-    best, p = head.decode(logits)
-    assert best[0] in ([1], [2])
-    assert abs(p[0] - (0.3 * 0.3 + 0.4 * 0.3 + 0.3 * 0.4)) < 1e-4  # a: aa, _a, a_
-
-
-def test_ctc_lexicon_decoding_picks_the_most_likely_entry():
-    head = CTCHead(4, 5)
-    head.lexicon = [[1, 2], [3, 4], [1, 2, 2]]
-    logits = peaked([1, 0, 2, 0, 2, 2], 5)  # greedy reads 1 2 2: in the lexicon
-    assert head.decode(logits)[0] == [[1, 2, 2]]
-    logits = peaked([1, 0, 2, 0, 4, 0], 5)  # 1 2 4 is not in the lexicon; 1 2 is nearest in likelihood
-    assert head.decode(logits)[0] == [[1, 2]]

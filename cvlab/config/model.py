@@ -7,7 +7,7 @@ name must stay at their neutral default (`null` / 1), and a validator names the 
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .base import Section
 
@@ -96,16 +96,20 @@ class SequenceCfg(Section):
 
 class HeadCfg(Section):
     name: Literal["ctc", "attention"] = "ctc"
-    beam_width: int = Field(1, ge=1, description="ctc: 1 = greedy decoding, >1 = prefix beam search")
     max_length: int = Field(25, ge=1, description="attention: longest label it can produce (decoding steps - 1)")
     hidden: int | None = Field(None, ge=1, description="attention: decoder LSTM size (default: the sequence stage's)")
 
-    @field_validator("beam_width")
+    @model_validator(mode="before")
     @classmethod
-    def _beam_applies(cls, beam_width, info: ValidationInfo):
-        if info.data.get("name") != "ctc" and beam_width != 1:
-            raise ValueError("only the ctc head does beam search; leave it 1")
-        return beam_width
+    def _beam_width_moved(cls, data):
+        """`beam_width` (the head's own prefix beam search) became `eval.decoder: beam`: runs saved with its
+        default (1) still load; a wider one says where it went."""
+        if isinstance(data, dict) and "beam_width" in data:
+            data = dict(data)
+            if data.pop("beam_width") != 1:
+                raise ValueError("beam_width moved to the eval section: set eval.decoder: beam and eval.beam_size "
+                                 "(pip install 'cvlab[decode]')")
+        return data
 
 
 class ModelCfg(Section):

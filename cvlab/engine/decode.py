@@ -101,7 +101,10 @@ class CTCBeam:
         for b in range(lp.shape[0]):
             best = decoder.decode(lp[b].data_ptr(), lp.shape[1], lp.shape[2])[0]
             ids.append(self._ids(best.tokens))
-            confs.append(min(1.0, math.exp(best.emittingModelScore)))
+            # `score` is the prefix's probability summed over its alignments (log_add), plus the weighted LM;
+            # `emittingModelScore` is one alignment's only (a prefix ending in blank and one ending in its last
+            # character stay two hypotheses)
+            confs.append(min(1.0, math.exp(best.score - self.lm_weight * best.lmScore)))
         return ids, confs
 
     def _lexicon(self, words: tuple[str, ...]) -> dict:

@@ -4,9 +4,6 @@ tokenizer: `decode` returns label ids (specials removed) and a confidence per sa
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,21 +12,18 @@ from ..config.model import HeadCfg
 
 
 class CTCHead(nn.Module):
-    """CTC (Graves et al. 2006): per-column class scores, class 0 = blank. Greedy decoding, or prefix beam
-    search with `beam_width` > 1; with a `lexicon` (class-id sequences) the answer is the entry of highest
-    CTC likelihood."""
+    """CTC (Graves et al. 2006): per-column class scores, class 0 = blank, greedy decoding. Beam search, lexicons
+    and a character LM are `eval.decoder: beam` (engine/decode.py)."""
 
     blank = 0
 
-    def __init__(self, cin: int, num_classes: int, beam_width: int = 1):
+    def __init__(self, cin: int, num_classes: int):
         super().__init__()
         self.fc = nn.Linear(cin, num_classes)
-        self.beam_width = beam_width
-        self.lexicon: list[list[int]] | None = None
 
     @classmethod
     def from_cfg(cls, cin: int, num_classes: int, cfg: HeadCfg) -> CTCHead:
-        return cls(cin, num_classes, cfg.beam_width)
+        return cls(cin, num_classes)
 
     def forward(self, x, targets=None, lengths=None):
         return self.fc(x)  # (B, T, C_seq) -> (B, T, num_classes)
@@ -44,11 +38,6 @@ class CTCHead(nn.Module):
 
     @torch.no_grad()
     def decode(self, logits: torch.Tensor) -> tuple[list[list[int]], list[float]]:
-        if self.lexicon:
-            return self._lexicon(logits)
-        if self.beam_width > 1:
-            out = [self._beam(lp) for lp in logits.float().log_softmax(-1).cpu()]
-            return [o[0] for o in out], [o[1] for o in out]
         return self._greedy(logits)
 
     def _greedy(self, logits):
@@ -64,56 +53,6 @@ class CTCHead(nn.Module):
             ids.append(best[b][k].tolist())
             confs.append(float(best_p[b][k].prod()) if k.any() else 1.0)
         return ids, confs
-
-    def _beam(self, log_probs: torch.Tensor) -> tuple[list[int], float]:
-        """Prefix beam search on one (T, C) log-probability matrix; confidence = the prefix's probability."""
-        lp = log_probs.tolist()
-        k = self.beam_width
-        beams: dict[tuple, tuple[float, float]] = {(): (0.0, -math.inf)}  # prefix -> (log p ends blank, non-blank)
-        for row in lp:
-            cands = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:k]
-            nxt: dict[tuple, list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
-            for prefix, (pb, pnb) in beams.items():
-                total = _lse(pb, pnb)
-                stay = nxt[prefix]
-                stay[0] = _lse(stay[0], total + row[self.blank])
-                for c in cands:
-                    if c == self.blank:
-                        continue
-                    ext = nxt[prefix + (c,)]
-                    if prefix and prefix[-1] == c:  # a repeat extends only across a blank
-                        ext[1] = _lse(ext[1], pb + row[c])
-                        stay[1] = _lse(stay[1], pnb + row[c])
-                    else:
-                        ext[1] = _lse(ext[1], total + row[c])
-            beams = dict(sorted(((p, (v[0], v[1])) for p, v in nxt.items()), key=lambda it: -_lse(*it[1]))[:k])
-        prefix, (pb, pnb) = max(beams.items(), key=lambda it: _lse(*it[1]))
-        return list(prefix), math.exp(_lse(pb, pnb))
-
-    def _lexicon(self, logits):
-        """Each sample's answer is the lexicon entry of highest CTC likelihood (exact, by the CTC loss)."""
-        log_probs = logits.float().log_softmax(-1)  # (B, T, C)
-        words = [w for w in self.lexicon if w] or [[]]
-        targets = torch.tensor([i for w in words for i in w], dtype=torch.long)
-        tlen = torch.tensor([len(w) for w in words], dtype=torch.long)
-        ids, confs = [], []
-        for b in range(log_probs.shape[0]):
-            lp = log_probs[b:b + 1].expand(len(words), -1, -1).transpose(0, 1)  # (T, N, C): one row per word
-            nll = F.ctc_loss(lp, targets, torch.full((len(words),), lp.shape[0], dtype=torch.long), tlen,
-                             blank=self.blank, reduction="none")
-            j = int(nll.argmin())
-            ids.append(list(words[j]))
-            confs.append(math.exp(-float(nll[j])))
-        return ids, confs
-
-
-def _lse(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    m = max(a, b)
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
 class AttentionHead(nn.Module):
