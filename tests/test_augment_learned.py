@@ -131,3 +131,68 @@ def test_authors_magnitudes_bound_the_moves_as_their_tool_does():
     dst = AUGMENTS["text_perspective"](spec).sample(x, step_generator(0, 0))["dst"]
     dy = (dst - fiducial_points(4, x))[..., 1] * 16
     assert dy.abs().max() < 16 and dy.abs().max() > 0.3 * 32  # beyond cvlab's default 0.3 × height
+
+
+def test_under_ddp_the_agents_step_on_every_ranks_images_and_stay_one_agent():
+    """Two 'ranks' (threads, summing through a barrier as all_reduce does) split a batch: their agents take the
+    step one agent takes on the whole batch; a rank that warped nothing still joins, and the agents stay equal."""
+    import copy
+    import threading
+
+    from cvlab.config import ModelCfg
+    from cvlab.data.tokenizer import CTCTokenizer
+    from cvlab.models import build_model
+
+    tok = CTCTokenizer("0123456789")
+    cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny", "width": 0.5},
+                                   "sequence": {"name": "none"}, "norm": {"name": "group", "groups": 4}})
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.num_classes).eval()
+    targets, lengths = tok.encode_batch(["1234", "5678", "9012", "3456", "7890", "1357", "2468", "0246"])
+    x = _images()
+    whole = _pipe({"op": "learned", "p": 1.0, "lr": 0.05}).learned
+    ranks = [copy.deepcopy(whole), copy.deepcopy(whole)]
+
+    box, barrier = [], threading.Barrier(2)
+
+    def all_reduce(t):  # in-place sum over the two threads
+        box.append(t.clone())
+        barrier.wait()
+        t.copy_(box[0] + box[1])
+        barrier.wait()
+        if len(box) == 2:
+            box.clear()
+        barrier.wait()
+
+    def run(agent, last, part, logits):
+        agent.last = last
+        agent.learn(model, logits, targets[part], lengths[part], reduce=all_reduce)
+
+    with torch.no_grad():
+        whole(x, step_generator(0, 0))
+        logits = model(x)
+    last = whole.last
+    halves = [slice(0, 3), slice(3, 8)]  # uneven: the mean is over images, not over ranks
+    split = [{k: (v if v is None else v[h]) for k, v in last.items()} for h in halves]
+    threads = [threading.Thread(target=run, args=(a, s, h, logits[h])) for a, s, h in zip(ranks, split, halves, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    before = [p.detach().clone() for p in whole.agent.parameters()]
+    whole.learn(model, logits, targets, lengths)
+    for pw, pa, pb in zip(whole.agent.parameters(), *(r.agent.parameters() for r in ranks), strict=True):
+        assert torch.equal(pa, pb) and torch.equal(pa.grad, pb.grad)
+        torch.testing.assert_close(pa.grad, pw.grad, rtol=1e-4, atol=1e-9)  # the whole batch's mean gradient
+    assert any(not torch.equal(p0, p) for p0, p in zip(before, whole.agent.parameters(), strict=True))
+
+    # next step: rank 0 warped nothing (last is None), rank 1 did; both return, and they still agree
+    with torch.no_grad():
+        ranks[1](x, step_generator(0, 1))
+    threads = [threading.Thread(target=run, args=(ranks[0], None, slice(0, 0), logits[:0])),
+               threading.Thread(target=run, args=(ranks[1], ranks[1].last, slice(0, 8), logits))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(torch.equal(pa, pb) for pa, pb in zip(*(r.agent.parameters() for r in ranks), strict=True))

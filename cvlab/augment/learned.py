@@ -122,11 +122,17 @@ class LearnedWarp(Op):
         return out
 
     def learn(self, model: nn.Module, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
-              amp=None) -> None:
+              amp=None, reduce=None) -> None:
         """One agent update from the latest training batch; `logits` is the recognizer's training forward on it.
-        Call it before the recognizer's step, so both losses are measured with the same weights."""
+        Call it before the recognizer's step, so both losses are measured with the same weights.
+
+        `reduce` (DDP: an in-place sum over ranks) makes the update one of a single agent over every rank's
+        warped images: each rank's gradient, weighted by its image count, is summed, so the agents stay equal.
+        Every rank must call it every step, also when it warped nothing (it then adds zeros)."""
         last, self.last = self.last, None
         if last is None:  # no image was warped this step
+            if reduce is not None:
+                self._step_reduced(None, 0, reduce)
             return
         idx = last["index"]
         if idx is not None:
@@ -142,9 +148,12 @@ class LearnedWarp(Op):
         target = torch.where(explored_harder.view(-1, 1, 1), last["explored_states"], last["states"])
         scores = self.agent(last["inputs"])  # (n, K, 2, STATES)
         agent_loss = F.cross_entropy(scores.reshape(-1, STATES), target.reshape(-1))
-        self.optimizer.zero_grad(set_to_none=True)
-        agent_loss.backward()
-        self.optimizer.step()
+        if reduce is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            agent_loss.backward()
+            self.optimizer.step()
+        else:
+            self._step_reduced(agent_loss, len(target), reduce)
 
         height = last["inputs"].shape[-2]
         move_px = ((last["states"] - 1).abs() * last["distance"]).mean() * self.spec.radius * height
@@ -154,6 +163,25 @@ class LearnedWarp(Op):
                      ("explored_harder", explored_harder.float().mean())):
             self._stats[k] = self._stats.get(k, 0.0) + float(v)
         self._count += 1
+
+    def _step_reduced(self, agent_loss: torch.Tensor | None, n: int, reduce) -> None:
+        """The agent's step on the image-weighted mean gradient over ranks (n images here, 0 with no loss)."""
+        params = list(self.agent.parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        if agent_loss is not None:
+            (agent_loss * n).backward()
+        flat = torch.cat([*(p.grad.flatten() if p.grad is not None else torch.zeros_like(p).flatten()
+                            for p in params), torch.tensor([float(n)], device=params[0].device)])
+        reduce(flat)
+        total = float(flat[-1])
+        if total == 0:  # no rank warped an image this step
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        offset = 0
+        for p in params:
+            p.grad = (flat[offset:offset + p.numel()] / total).view_as(p).clone()
+            offset += p.numel()
+        self.optimizer.step()
 
     def pop_stats(self) -> dict[str, float]:
         """Means since the last call: the recognizer's loss on the agent's vs the explored warps, the agent's own

@@ -299,7 +299,8 @@ def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, pro
     # --- the learned op's agent (Learn to Augment) updates before the recognizer does, so the two losses it
     # compares (learned vs random warps) come from the same weights
     if s.learned is not None:
-        s.learned.learn(model, logits, targets, lengths, autocast(device, t.amp))
+        s.learned.learn(model, logits, targets, lengths, autocast(device, t.amp),
+                        reduce=s.ctx.sum_ if s.ctx.enabled else None)  # one agent over every rank's images
 
     # --- backward, clip, step (fp16: the GradScaler skips steps whose gradients overflowed)
     s.optimizer.zero_grad(set_to_none=True)
