@@ -246,3 +246,15 @@ def test_seed_statistics_intervals_and_resolved_differences():
     assert "p = " in verdict[(("batch", 32), ("group", 32))]["why"]
     assert verdict[(("group", 2), ("layer", 2))]["why"] == "fewer than 3 seeds"
     assert (("batch", 32), ("group", 2)) not in verdict  # neither the same norm nor the same batch size
+
+
+def test_report_shows_a_rates_interval_within_0_and_100_percent(tmp_path):
+    from cvlab.compare.report import write_outputs
+
+    rows = _rows({("batch", 2): [0.999, 0.95, 1.0], ("group", 2): [0.90, 0.88, 0.91]})
+    table = aggregate(rows)
+    cell = next(e for e in table if e["norm"] == "batch")
+    assert cell["cer_ci"][0] < 0 and cell["word_acc_ci"][1] > 1  # the t-interval itself crosses both bounds
+    write_outputs(tmp_path, rows, table, {})
+    line = next(ln for ln in (tmp_path / "report.md").read_text().splitlines() if ln.startswith("- batch bs 2"))
+    assert "–100.00 %, CER 0.00–" in line and "-" not in line.removeprefix("- ")

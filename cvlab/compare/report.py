@@ -300,9 +300,11 @@ def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: di
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
     if any(math.isfinite(e["word_acc_ci"][0]) for e in table):
-        md += ["", "95 % intervals (t-distribution):", ""]
-        md += [f"- {e['norm']} bs {e['batch_size']}: word acc {100 * e['word_acc_ci'][0]:.2f}–"
-               f"{100 * e['word_acc_ci'][1]:.2f} %, CER {100 * e['cer_ci'][0]:.2f}–{100 * e['cer_ci'][1]:.2f} %"
+        def rate(ci) -> str:  # a rate's interval shown within 0-100 % (the t-interval itself is symmetric)
+            return f"{100 * max(ci[0], 0.0):.2f}–{100 * min(ci[1], 1.0):.2f} %"
+
+        md += ["", "95 % intervals (t-distribution, shown within 0–100 %):", ""]
+        md += [f"- {e['norm']} bs {e['batch_size']}: word acc {rate(e['word_acc_ci'])}, CER {rate(e['cer_ci'])}"
                f" ({e['done']} seeds)" for e in table if math.isfinite(e["word_acc_ci"][0])]
     md += ["", *[f"![{p}]({p})" for p in pngs], "", *_significance_lines(rows)]
     md += ["## The mechanism: batch statistics per BN layer", "",
