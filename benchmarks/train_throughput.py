@@ -2,9 +2,10 @@
 channels_last. Model cost only (random 32×100 grey batches), so the figures compare compute paths.
 
     .venv/bin/python benchmarks/train_throughput.py [--sizes tiny,standard] [--batch-size 64] [--steps 8]
-        [--amp none,bf16] [--threads N]
+        [--amp auto|none,bf16] [--threads N]
 
-bf16 on a CPU without native bf16 (AVX2 only) is emulated and many times slower: `--amp none` skips it there.
+`--amp auto` (the default) measures bf16 beside fp32 only where `train.amp: auto` would pick it: a CPU without
+native bf16 (AVX2 only) emulates it many times slower, so there the table is fp32 alone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from cvlab.config import ModelCfg, TrainCfg
 from cvlab.engine.optim import build_optimizer
-from cvlab.engine.setup import autocast
+from cvlab.engine.setup import autocast, resolve_amp
 from cvlab.models import build_model
 
 
@@ -64,19 +65,21 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,standard")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--amp", default="none,bf16", help="comma-separated: none, bf16")
+    ap.add_argument("--amp", default="auto", help="auto, or comma-separated: none, bf16")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    amps = ["none", *(["bf16"] if resolve_amp(device, "auto")[0] == "bf16" else [])] if args.amp == "auto" \
+        else args.amp.split(",")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
     print(f"# {name}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"1×32×100, {args.steps} timed steps", flush=True)
     print(f"{'model':<10} {'amp':<5} {'channels_last':<14} {'train img/s':>12} {'eval img/s':>11}")
     for size in args.sizes.split(","):
-        for amp in args.amp.split(","):
+        for amp in amps:
             for cl in (False, True):
                 tr, ev = bench(size, amp, cl, args.batch_size, args.steps, device)
                 print(f"{size:<10} {amp:<5} {str(cl):<14} {tr:>12.1f} {ev:>11.1f}", flush=True)
