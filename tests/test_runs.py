@@ -220,3 +220,27 @@ def test_eval_that_cannot_be_saved_still_prints_its_results_then_exit_2(run_copy
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert str(run_copy / "eval") in line and "not saved" in line, err
     assert set(run_copy.rglob("*")) == before  # no half-written evaluation left behind
+
+
+def test_a_group_norm_run_saved_before_min_channels_per_group_rebuilds_as_it_trained(tmp_path):
+    """Before the key existed, 32 groups on a 16-channel layer meant 16 groups of 1 (instance norm); a run whose
+    config.yaml lacks the key is rebuilt that way on eval and resume, not with today's default of 2 per group."""
+    import yaml
+    from torch import nn
+
+    from cvlab.engine.loadrun import load_run
+
+    exp = tiny_experiment(model={"backbone": {"name": "vgg", "size": "tiny", "norm_at": "all"},
+                                 "norm": {"name": "group", "groups": 32}},
+                          train={"steps": 1, "batch_size": 2, "eval_every": 1, "threads": 1}, log={"image_grid": 0})
+    run_dir, _ = start_run(load_config(raw=exp), tmp_path, "gn")
+
+    def first_groups(model) -> int:
+        return next(m for m in model.modules() if isinstance(m, nn.GroupNorm)).num_groups
+
+    assert first_groups(load_run(run_dir).model) == 8  # today's run: 16 channels, at least 2 per group
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del saved["model"]["norm"]["min_channels_per_group"]
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    old = load_run(run_dir)
+    assert first_groups(old.model) == 16 and old.cfg.model.norm.min_channels_per_group == 1

@@ -203,6 +203,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return Experiment.model_validate(data)
 
 
+def load_saved_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                      raw: dict | None = None) -> Experiment:
+    """A run's own config (its config.yaml, or the one a copied-out checkpoint carries). It was written with every
+    key as the run had it, so a key it lacks was added to cvlab after the run started: it takes the value that
+    rebuilds the model the run trained, not today's default."""
+    data = read_yaml(path) if raw is None else raw
+    norm = (data.get("model") or {}).get("norm") if isinstance(data, dict) else None
+    if isinstance(norm, dict) and norm.get("name") == "group" and "min_channels_per_group" not in norm:
+        norm["min_channels_per_group"] = 1  # before the key, `groups` went down to one channel per group
+    return load_config(path, overrides, raw=data)
+
+
 def dump_config(cfg: Experiment) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Experiment, load_config
+from ..config import Experiment, load_saved_config
 from ..data.tokenizer import Tokenizer
 from ..errors import CvlabError
 from .checkpoint import load_checkpoint, load_model_state
@@ -41,10 +41,10 @@ def load_run(run_or_ckpt, checkpoint: str | None = None, overrides: tuple[str, .
             run / "checkpoints" / (name if name.endswith(".pt") else f"{name}.pt")
     state = load_checkpoint(ckpt_path, map_location="cpu")
     if (run / "config.yaml").is_file():
-        cfg = load_config(run / "config.yaml", overrides)
+        cfg = load_saved_config(run / "config.yaml", overrides)
     elif path.is_file() and isinstance(state.get("config"), dict):
         # a checkpoint copied out of its run: it carries the config it was trained with
-        cfg = load_config(raw=state["config"], overrides=overrides)
+        cfg = load_saved_config(raw=state["config"], overrides=overrides)
         run = path.parent
     else:
         raise CvlabError(f"{run / 'config.yaml'}: missing, and {ckpt_path} carries no config")

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Experiment, load_config
+from ..config import Experiment, load_saved_config
 from ..errors import CvlabError
 from .progress import NullProgress, Progress
 from .rundir import LOCK, STATUS, check_writable, lock_owner, new_run_dir, read_json, read_lock, refuse
@@ -56,7 +56,7 @@ def resume_run(run_dir: Path, overrides: list[str] | tuple[str, ...] = (), progr
     owner = lock_owner(run_dir)
     if owner is not None:
         raise refuse(run_dir, owner)
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    cfg = load_saved_config(run_dir / "config.yaml", overrides)
     return cfg, train(cfg, run_dir, progress, resume=True, probe=probe)
 
 
