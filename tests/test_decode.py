@@ -194,6 +194,25 @@ def test_lm_build_is_normalised_and_rejects_order_one(tmp_path, cli):
     assert unigrams - {"<s>", "</s>", "<unk>"} <= set("0123456789abcdefghijklmnopqrstuvwxyz")
 
 
+def _unigrams(arpa: str) -> set[str]:
+    block = arpa.split("\\2-grams:")[0].split("\\1-grams:")[1]
+    return {line.split("\t")[1] for line in block.strip().splitlines()} - {"<s>", "</s>", "<unk>"}
+
+
+def test_lm_build_folds_label_files_to_a_charset_and_counts_what_it_drops(tmp_path, cli):
+    (tmp_path / "labels.txt").write_text("img1.png\tHello!\nWORLD\nhelp\n", encoding="utf-8")
+    code, out, err = cli("lm", "build", tmp_path / "labels.txt", "--order", "2", "--out", tmp_path / "raw.arpa")
+    assert code == 0, err
+    assert {"H", "W", "!"} <= _unigrams((tmp_path / "raw.arpa").read_text())  # as written, without --charset
+    code, out, err = cli("lm", "build", tmp_path / "labels.txt", "--order", "2", "--charset", "lower36",
+                         "--out", tmp_path / "low.arpa")
+    assert code == 0, err
+    assert _unigrams((tmp_path / "low.arpa").read_text()) == set("helowrdp")
+    assert "folded to lower36, 1 characters outside it dropped" in out
+    code, _, err = cli("lm", "build", tmp_path / "labels.txt", "--charset", "lower63")
+    assert code == 2 and "lower63" in err
+
+
 def test_cli_eval_with_beam_lm_and_a_word_lexicon(tmp_path, cli):
     exp = tiny_experiment()
     exp["data"]["val"][0]["size"] = 4

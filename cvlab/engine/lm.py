@@ -124,26 +124,39 @@ def read_labels(paths: list[Path]) -> list[str]:
 def _experiment_labels(path: Path) -> list[str]:
     """The training labels as the model learns them: case-folded to the charset, only its characters."""
     from ..config import load_config
-    from ..data.charset import case_fold, resolve_charset
+    from ..data.charset import resolve_charset
     from .setup import datasets_for
 
     cfg = load_config(path)
-    charset = resolve_charset(cfg.data.charset)
-    fold, keep = case_fold(charset), set(charset)
     out = []
     for ds in datasets_for(cfg, "train").values():
         base = getattr(ds, "ds", ds)
-        out += ["".join(c for c in fold(base.label(i)) if c in keep) for i in range(len(base))]
-    return out
+        out += [base.label(i) for i in range(len(base))]
+    return as_learned(out, resolve_charset(cfg.data.charset))[0]
 
 
-def build_lm(paths: list[Path], order: int, out: Path) -> dict:
-    """Write the ARPA file; returns what it was built from."""
+def as_learned(labels: list[str], charset: str) -> tuple[list[str], int]:
+    """The labels as a model of `charset` learns them: case-folded to it (lower36 lower-cases), then only its
+    characters; and how many characters that dropped."""
+    from ..data.charset import case_fold
+
+    fold, keep = case_fold(charset), set(charset)
+    out = ["".join(c for c in fold(label) if c in keep) for label in labels]
+    return out, sum(map(len, labels)) - sum(map(len, out))
+
+
+def build_lm(paths: list[Path], order: int, out: Path, charset: str | None = None) -> dict:
+    """Write the ARPA file; returns what it was built from. `charset` (a preset, for label files) folds and
+    filters the labels as a model of that charset learns them; an experiment YAML always uses its own."""
+    from ..data.charset import resolve_charset
     from .checkpoint import write_text_atomic
 
-    labels = read_labels(paths)
+    labels, dropped = read_labels(paths), 0
+    if charset is not None:
+        labels, dropped = as_learned(labels, resolve_charset(charset))
     model = WittenBell(labels, order)
     write_text_atomic(model.arpa(), Path(out))
     return {"path": str(out), "labels": len(labels), "order": order, "vocab": len(model.vocab),
-            "ngrams": {k: len(model.counts[k]) + 2 * (k == 1) for k in range(1, order + 1)}}
+            "ngrams": {k: len(model.counts[k]) + 2 * (k == 1) for k in range(1, order + 1)},
+            "charset": charset, "dropped_chars": dropped}
 
