@@ -188,7 +188,7 @@ def test_lm_build_is_normalised_and_rejects_order_one(tmp_path, cli):
     exp["data"]["train"][0].update(size=20, words={"lexicon": 0, "random": 0, "digits": 0, "mixed": 1})
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp), encoding="utf-8")
     info = build_lm([tmp_path / "e.yaml"], 2, tmp_path / "e.arpa")
-    assert info["labels"] == 20
+    assert info["labels"] == 20 and info["dropped_chars"] == 0  # the renderer writes only what the charset has
     unigrams = {line.split("\t")[1] for line in (tmp_path / "e.arpa").read_text().split("\\2-grams:")[0]
                 .split("\\1-grams:")[1].strip().splitlines()}
     assert unigrams - {"<s>", "</s>", "<unk>"} <= set("0123456789abcdefghijklmnopqrstuvwxyz")
@@ -208,7 +208,7 @@ def test_lm_build_folds_label_files_to_a_charset_and_counts_what_it_drops(tmp_pa
                          "--out", tmp_path / "low.arpa")
     assert code == 0, err
     assert _unigrams((tmp_path / "low.arpa").read_text()) == set("helowrdp")
-    assert "folded to lower36, 1 characters outside it dropped" in out
+    assert "folded to lower36, 1 characters outside the charset dropped" in out
     code, _, err = cli("lm", "build", tmp_path / "labels.txt", "--charset", "lower63")
     assert code == 2 and "lower63" in err
 

@@ -31,6 +31,8 @@ def build(
 
     info = build_lm(labels, order, out_path, charset)
     grams = ", ".join(f"{n} {k}-grams" for k, n in info["ngrams"].items())
-    folded = f"; folded to {charset}, {info['dropped_chars']} characters outside it dropped" if charset else ""
+    folded = f"; folded to {charset}" if charset else ""
+    if charset or info["dropped_chars"]:
+        folded += f", {info['dropped_chars']} characters outside the charset dropped"
     out.print(f"written: {info['path']} (order {info['order']}, {info['labels']} labels, {info['vocab']} symbols; "
               f"{grams}{folded})", markup=False, highlight=False)

@@ -99,15 +99,17 @@ class WittenBell:
         return "\n".join(lines)
 
 
-def read_labels(paths: list[Path]) -> list[str]:
+def read_labels(paths: list[Path]) -> tuple[list[str], int]:
     """Labels from text files (one a line; a tab-separated `image<TAB>label` line gives its label) or from an
-    experiment YAML's training sets."""
+    experiment YAML's training sets (as its model learns them), and how many characters the latter dropped."""
     labels: list[str] = []
+    dropped = 0
     for path in map(Path, paths):
         if not path.is_file():
             raise CvlabError(f"{path}: file not found (give label files, one label a line, or an experiment YAML)")
         if path.suffix.lower() in (".yaml", ".yml"):
-            labels += _experiment_labels(path)
+            learned, n = _experiment_labels(path)
+            labels, dropped = labels + learned, dropped + n
             continue
         try:
             text = path.read_text(encoding="utf-8-sig")
@@ -118,10 +120,10 @@ def read_labels(paths: list[Path]) -> list[str]:
             label = line.split("\t", 1)[1] if "\t" in line else line
             if label.strip():
                 labels.append(label.strip("\r\n"))
-    return labels
+    return labels, dropped
 
 
-def _experiment_labels(path: Path) -> list[str]:
+def _experiment_labels(path: Path) -> tuple[list[str], int]:
     """The training labels as the model learns them: case-folded to the charset, only its characters."""
     from ..config import load_config
     from ..data.charset import resolve_charset
@@ -132,7 +134,7 @@ def _experiment_labels(path: Path) -> list[str]:
     for ds in datasets_for(cfg, "train").values():
         base = getattr(ds, "ds", ds)
         out += [base.label(i) for i in range(len(base))]
-    return as_learned(out, resolve_charset(cfg.data.charset))[0]
+    return as_learned(out, resolve_charset(cfg.data.charset))
 
 
 def as_learned(labels: list[str], charset: str) -> tuple[list[str], int]:
@@ -151,9 +153,10 @@ def build_lm(paths: list[Path], order: int, out: Path, charset: str | None = Non
     from ..data.charset import resolve_charset
     from .checkpoint import write_text_atomic
 
-    labels, dropped = read_labels(paths), 0
+    labels, dropped = read_labels(paths)
     if charset is not None:
-        labels, dropped = as_learned(labels, resolve_charset(charset))
+        labels, more = as_learned(labels, resolve_charset(charset))
+        dropped += more
     model = WittenBell(labels, order)
     write_text_atomic(model.arpa(), Path(out))
     return {"path": str(out), "labels": len(labels), "order": order, "vocab": len(model.vocab),
