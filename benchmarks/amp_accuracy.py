@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from cvlab.config import load_config
-from cvlab.engine.runs import start_run
-from cvlab.engine.setup import resolve_amp
+from cvlab.engine.device import resolve_amp
+from cvlab.engine.train.start import start_run
 
 
 def main() -> None:

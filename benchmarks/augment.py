@@ -19,8 +19,9 @@ import torch
 
 from cvlab.augment import build_pipeline, step_generator
 from cvlab.config import load_config
-from cvlab.engine.optim import build_optimizer
-from cvlab.engine.setup import datasets_for, tokenizer_for
+from cvlab.data.loaders import datasets_for
+from cvlab.data.tokenizer import tokenizer_for
+from cvlab.engine.train.optim import build_optimizer
 from cvlab.models import build_model
 
 # The example pipeline, minus `learned` (timed on its own: its cost is mostly a recognizer forward).

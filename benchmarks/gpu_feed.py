@@ -25,9 +25,9 @@ from data import make_sources  # noqa: E402  (the sibling benchmark's LMDB write
 
 from cvlab.config import Experiment  # noqa: E402
 from cvlab.data.loaders import train_loader  # noqa: E402
-from cvlab.engine.session import prepare  # noqa: E402
-from cvlab.engine.setup import resolve_amp  # noqa: E402
-from cvlab.engine.train import NonFiniteGuard, _train_step  # noqa: E402
+from cvlab.engine.device import resolve_amp  # noqa: E402
+from cvlab.engine.train.loop import NonFiniteGuard, _train_step  # noqa: E402
+from cvlab.engine.train.session import prepare  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -23,7 +23,7 @@ import time
 import torch
 
 from cvlab.config import ModelCfg
-from cvlab.engine.optim import param_groups
+from cvlab.engine.train.optim import param_groups
 from cvlab.models import BACKBONES, NORMS, build_model
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

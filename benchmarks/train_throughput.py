@@ -17,8 +17,8 @@ import time
 import torch
 
 from cvlab.config import ModelCfg, TrainCfg
-from cvlab.engine.optim import build_optimizer
-from cvlab.engine.setup import autocast, resolve_amp
+from cvlab.engine.device import autocast, resolve_amp
+from cvlab.engine.train.optim import build_optimizer
 from cvlab.models import build_model
 
 

@@ -53,7 +53,7 @@ def write_lmdb(folder: Path, entries: list[tuple[bytes | None, bytes | None]], n
 
 def read_lmdb(folder: Path) -> list[tuple[bytes, str]]:
     """An independent reader: plain lmdb calls, the DTRB key layout."""
-    from cvlab.data.lmdb import close_env
+    from cvlab.data.formats.lmdb import close_env
 
     close_env(folder)  # py-lmdb allows one open environment per path and process
     env = lmdb.open(str(folder), readonly=True, lock=False)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cvlab.engine import setup
+from cvlab.engine import device as setup
 from cvlab.errors import CvlabError
 
 CPU = torch.device("cpu")
@@ -34,7 +34,7 @@ def test_explicit_choices_pass_through_and_fp16_needs_cuda():
 
 def test_training_says_which_precision_it_picked(tmp_path):
     from cvlab.config import load_config
-    from cvlab.engine.session import prepare
+    from cvlab.engine.train.session import prepare
 
     messages = []
 

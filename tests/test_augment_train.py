@@ -9,7 +9,7 @@ from conftest import tiny_experiment
 
 from cvlab.augment import Pipeline, build_pipeline
 from cvlab.config import load_config
-from cvlab.engine.train import train
+from cvlab.engine.train.loop import train
 
 AUGMENT = [{"op": "text_distort", "p": 0.5}, {"op": "color_jitter"}, {"op": "learned", "lr": 0.01}]
 

@@ -98,7 +98,7 @@ def test_rerun_does_no_training(compared, capsys):
 
 def test_divergence_and_impossible_variants_do_not_stop_the_others(tmp_path, monkeypatch):
     """group's loss is made NaN (the loop's own check raises Diverged); batch norm at batch size 1 fails preflight."""
-    import cvlab.engine.session as session_mod
+    import cvlab.engine.train.session as session_mod
 
     real_build = session_mod.build_model
 

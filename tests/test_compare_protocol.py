@@ -13,9 +13,9 @@ from cvlab.compare.probes import Probe, optimizer_update, smoothness, statistic_
 from cvlab.compare.report import aggregate
 from cvlab.compare.stats import significance, t_interval, welch
 from cvlab.config import Experiment, ModelCfg
-from cvlab.engine.optim import DEFAULT_LR_SCALING, build_optimizer, scale_for_batch
-from cvlab.engine.preflight import adjustment_messages
-from cvlab.engine.setup import tokenizer_for
+from cvlab.data.tokenizer import tokenizer_for
+from cvlab.engine.train.optim import DEFAULT_LR_SCALING, build_optimizer, scale_for_batch
+from cvlab.engine.train.preflight import adjustment_messages
 from cvlab.errors import CvlabError
 from cvlab.models import build_model
 

@@ -93,7 +93,7 @@ def test_lmdb_roundtrip_is_byte_for_byte(cli, tmp_path):
 def read_lmdb_all(folder):
     import lmdb
 
-    from cvlab.data.lmdb import close_env
+    from cvlab.data.formats.lmdb import close_env
 
     close_env(folder)  # py-lmdb allows one open environment per path and process
     env = lmdb.open(str(folder), readonly=True, lock=False)

@@ -10,10 +10,10 @@ from conftest import tiny_experiment
 from data_fixtures import make_folder, make_iiit5k
 
 from cvlab.config import DataCfg, load_config, parse_data_spec
-from cvlab.data.base import Broken
 from cvlab.data.charset import PRESETS
+from cvlab.data.formats.base import Broken
 from cvlab.data.loaders import build_dataset, eval_loader, named_datasets
-from cvlab.engine.evalfiles import latest
+from cvlab.engine.eval.records import latest
 from cvlab.errors import CvlabError
 
 CHARS = PRESETS["lower36"]

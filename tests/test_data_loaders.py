@@ -18,8 +18,8 @@ from data_fixtures import (
 from PIL import Image
 
 from cvlab.config import DataCfg, parse_data_spec
-from cvlab.data.base import Broken
 from cvlab.data.charset import PRESETS
+from cvlab.data.formats.base import Broken
 from cvlab.data.loaders import build_dataset, collate, eval_loader, named_datasets, report_of
 from cvlab.errors import CvlabError
 

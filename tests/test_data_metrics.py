@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvlab.engine.metrics import MetricAccumulator, combine, lexicon_answer
+from cvlab.engine.eval.metrics import MetricAccumulator, combine, lexicon_answer
 
 
 def test_lexicon_nearest_word_under_the_protocol():

@@ -14,13 +14,13 @@ from conftest import tiny_experiment
 
 from cvlab.config import Experiment
 from cvlab.data.tokenizer import AttentionTokenizer, CTCTokenizer
-from cvlab.engine.lm import WittenBell, build_lm, lm_token
+from cvlab.engine.eval.lm import WittenBell, build_lm, lm_token
 from cvlab.errors import CvlabError
 from cvlab.models import build_model
 from cvlab.models.heads import CTCHead
 
 pytest.importorskip("flashlight.lib.text")
-from cvlab.engine.decode import AttentionBeam, CTCBeam  # noqa: E402
+from cvlab.engine.eval.decode import AttentionBeam, CTCBeam  # noqa: E402
 
 CHARSET = "abehlorstw"
 

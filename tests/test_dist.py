@@ -15,10 +15,10 @@ import yaml
 from conftest import tiny_experiment
 
 from cvlab.config import load_config
-from cvlab.engine.checkpoint import load_checkpoint
-from cvlab.engine.dist import DistContext
+from cvlab.engine.distributed import DistContext
 from cvlab.engine.progress import Progress
-from cvlab.engine.runs import resume_run, start_run
+from cvlab.engine.runs.checkpoint import load_checkpoint
+from cvlab.engine.train.start import resume_run, start_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def _free_port() -> int:
 def _rank(rank: int, world: int, port: int, argv: list[str], log: str) -> None:
     """One torchrun worker: the environment torchrun gives it, then the CLI's own entry point. Forked from the
     test process (its imports and font caches are already warm), so 2 ranks start in a fraction of a second."""
-    import cvlab.engine.dist as dist
+    import cvlab.engine.distributed as dist
     from cvlab.cli import run
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
@@ -134,7 +134,7 @@ def _assert_same_weights(a: dict, b: dict, atol: float = 1e-4) -> None:
 
 
 def test_two_processes_train_what_one_process_trains_at_the_same_global_batch(runs):
-    from cvlab.engine.session import prepare
+    from cvlab.engine.train.session import prepare
 
     _, two, one, printed = runs
     _assert_same_weights(_weights(two), _weights(one))
@@ -165,7 +165,7 @@ def test_rank_zero_alone_writes_and_prints(runs):
 def test_sharded_evaluation_equals_one_process_on_the_same_weights(runs):
     """The 2-process run scored 13 + 12 val samples and summed the counts; `cvlab eval` scores all 25 in one
     process from the same last.pt."""
-    from cvlab.engine.evaluate import evaluate_run
+    from cvlab.engine.eval.evaluate import evaluate_run
 
     _, two, _, _ = runs
     sharded = json.loads((two / "metrics.json").read_text())["datasets"]["val"]
@@ -244,7 +244,7 @@ def test_sync_batch_weights_are_plain_batch_norm_weights():
 
 
 def _agree(rank: int, port: int, world: int, q) -> None:
-    import cvlab.engine.dist as dist
+    import cvlab.engine.distributed as dist
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

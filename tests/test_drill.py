@@ -16,9 +16,9 @@ import yaml
 from conftest import tiny_experiment
 
 from cvlab.config import load_config
-from cvlab.engine.rundir import LOCK
-from cvlab.engine.runs import list_runs
-from cvlab.engine.train import train
+from cvlab.engine.runs.directory import LOCK
+from cvlab.engine.runs.listing import list_runs
+from cvlab.engine.train.loop import train
 
 STEPS = 24
 EXP = tiny_experiment(train={"steps": STEPS, "eval_every": 8, "checkpoint_every": 2},

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvlab.engine.dtrb import CHARSETS, import_dtrb, parse_arch
-from cvlab.engine.loadrun import load_run
+from cvlab.engine.import_dtrb import CHARSETS, import_dtrb, parse_arch
+from cvlab.engine.runs.load import load_run
 from cvlab.errors import CvlabError
 
 

@@ -9,9 +9,9 @@ from data_fixtures import png
 
 from cvlab.config import Experiment
 from cvlab.data.fit import LabelLimits, ctc_frames_needed
-from cvlab.data.tokenizer import CTCTokenizer
-from cvlab.engine.preflight import fit_training_labels, preflight
-from cvlab.engine.setup import datasets_for, tokenizer_for
+from cvlab.data.loaders import datasets_for
+from cvlab.data.tokenizer import CTCTokenizer, tokenizer_for
+from cvlab.engine.train.preflight import fit_training_labels, preflight
 from cvlab.errors import CvlabError
 from cvlab.models import build_model
 

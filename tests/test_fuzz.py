@@ -28,7 +28,7 @@ from data_fixtures import (
 
 from cvlab.config import DataCfg, parse_data_spec
 from cvlab.data.check import check_dataset
-from cvlab.data.lmdb import close_env
+from cvlab.data.formats.lmdb import close_env
 from cvlab.data.loaders import build_dataset, eval_loader, named_datasets, report_lines
 from cvlab.errors import CvlabError
 

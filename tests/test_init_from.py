@@ -10,7 +10,7 @@ from conftest import tiny_experiment
 
 from cvlab.config import Experiment
 from cvlab.data.tokenizer import build_tokenizer
-from cvlab.engine.init import init_from
+from cvlab.engine.train.init_from import init_from
 from cvlab.errors import CvlabError
 from cvlab.models import build_model
 

@@ -9,8 +9,8 @@ from data_fixtures import make_iiit5k, png
 from cvlab.config import DataCfg, parse_data_spec
 from cvlab.data.loaders import build_dataset, eval_loader
 from cvlab.data.tokenizer import CTCTokenizer
-from cvlab.engine.evalfiles import load_lexicon
-from cvlab.engine.evaluate import evaluate
+from cvlab.engine.eval.evaluate import evaluate
+from cvlab.engine.eval.records import load_lexicon
 from cvlab.errors import CvlabError
 
 CHARSET = "abcdefghijklmnopqrstuvwxyz"

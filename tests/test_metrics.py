@@ -1,6 +1,6 @@
 import pytest
 
-from cvlab.engine.metrics import MetricAccumulator, combine, normalize, score
+from cvlab.engine.eval.metrics import MetricAccumulator, combine, normalize, score
 
 
 def test_hand_worked_example():

@@ -62,7 +62,7 @@ def test_switching_backbone_and_head_by_override_works():
 
 
 def _preflight(*overrides: str):
-    from cvlab.engine.preflight import preflight
+    from cvlab.engine.train.preflight import preflight
 
     cfg = load_config("experiments/quickstart.yaml", ["model.sequence.hidden=16", "model.sequence.layers=1",
                                                       "model.backbone.width=0.5", *overrides])
@@ -70,7 +70,7 @@ def _preflight(*overrides: str):
 
 
 def test_preflight_passes_and_leaves_running_statistics_alone():
-    from cvlab.engine.preflight import preflight
+    from cvlab.engine.train.preflight import preflight
 
     cfg = load_config("experiments/quickstart.yaml", ["model.sequence.hidden=16", "model.sequence.layers=1"])
     model = build_model(cfg.model, 37)

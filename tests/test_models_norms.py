@@ -9,7 +9,7 @@ from torch import nn
 
 from cvlab.config import ModelCfg
 from cvlab.config.model import NormCfg
-from cvlab.engine.optim import param_groups
+from cvlab.engine.train.optim import param_groups
 from cvlab.models import NORMS, build_model
 from cvlab.models.norms import BatchRenorm2d, apply_weight_norm, make_norm
 

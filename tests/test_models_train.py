@@ -9,7 +9,7 @@ from cvlab.config import ModelCfg
 from cvlab.config.data import ImageCfg, SynthSpec
 from cvlab.data.synth import SynthWords
 from cvlab.data.tokenizer import build_tokenizer
-from cvlab.engine.optim import param_groups
+from cvlab.engine.train.optim import param_groups
 from cvlab.models import BACKBONES, HEADS, NORMS, build_model
 
 torch.set_num_threads(1)

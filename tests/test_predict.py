@@ -10,7 +10,7 @@ import yaml
 from conftest import tiny_experiment
 from data_fixtures import make_folder, make_lmdb
 
-from cvlab.engine.evalfiles import latest
+from cvlab.engine.eval.records import latest
 from cvlab.engine.predict import predict
 
 

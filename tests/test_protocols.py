@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cvlab.engine.metrics import score
-from cvlab.engine.protocols import check_charset, fold_latin
+from cvlab.engine.eval.metrics import score
+from cvlab.engine.eval.protocols import check_charset, fold_latin
 from cvlab.errors import CvlabError
 
 LONG = "a" * 26
@@ -106,6 +106,6 @@ def test_the_config_accepts_exactly_the_registered_protocols():
     from typing import get_args
 
     from cvlab.config.schema import EvalCfg
-    from cvlab.engine.protocols import PROTOCOLS
+    from cvlab.engine.eval.protocols import PROTOCOLS
 
     assert set(get_args(EvalCfg.model_fields["protocol"].annotation)) == set(PROTOCOLS)

@@ -7,7 +7,7 @@ import pytest
 
 from cvlab.config import DATASET_TYPES, Experiment
 from cvlab.data.loaders import DATASETS
-from cvlab.engine.protocols import PROTOCOLS
+from cvlab.engine.eval.protocols import PROTOCOLS
 from cvlab.models.build import BACKBONES, TRANSFORMS
 from cvlab.models.heads import HEADS
 from cvlab.models.norms import ACTS, NORMS

@@ -15,7 +15,7 @@ import yaml
 from conftest import tiny_experiment
 
 from cvlab.config import load_config
-from cvlab.engine.train import train
+from cvlab.engine.train.loop import train
 
 STEPS = 160
 EXP = tiny_experiment(train={"steps": STEPS, "eval_every": 40}, log={"every": 5, "image_grid": 2})

@@ -13,9 +13,10 @@ import yaml
 from conftest import tiny_experiment
 
 from cvlab.config import load_config
-from cvlab.engine.rundir import LOCK
-from cvlab.engine.runs import list_runs, start_run
-from cvlab.engine.train import train
+from cvlab.engine.runs.directory import LOCK
+from cvlab.engine.runs.listing import list_runs
+from cvlab.engine.train.loop import train
+from cvlab.engine.train.start import start_run
 from cvlab.errors import CvlabError
 
 
@@ -228,7 +229,7 @@ def test_a_group_norm_run_saved_before_min_channels_per_group_rebuilds_as_it_tra
     import yaml
     from torch import nn
 
-    from cvlab.engine.loadrun import load_run
+    from cvlab.engine.runs.load import load_run
 
     exp = tiny_experiment(model={"backbone": {"name": "vgg", "size": "tiny", "norm_at": "all"},
                                  "norm": {"name": "group", "groups": 32}},

@@ -9,9 +9,9 @@ from conftest import tiny_experiment
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cvlab.config import load_config
-from cvlab.engine.evalfiles import latest as latest_eval
+from cvlab.engine.eval.records import latest as latest_eval
 from cvlab.engine.progress import NullProgress
-from cvlab.engine.train import train
+from cvlab.engine.train.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_hparams_that_differ_between_sibling_runs_come_first_and_integers_read_a
     from tensorboard.plugins.hparams import api_pb2, backend_context, metadata
     from torch.utils.tensorboard import SummaryWriter
 
-    from cvlab.engine.tb import write_hparams
-    from cvlab.engine.train import hparams_of
+    from cvlab.engine.train.loop import hparams_of
+    from cvlab.engine.train.tensorboard import write_hparams
 
     base = load_config(raw=tiny_experiment())
     other = load_config(raw=tiny_experiment(model={"norm": {"name": "group"}}, train={"lr": 0.5}))

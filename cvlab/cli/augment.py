@@ -31,7 +31,7 @@ def preview(
 
     from ..augment import build_pipeline, preview_grid, sample_images, step_generator
     from ..config import load_config
-    from ..engine.setup import datasets_for
+    from ..data.loaders import datasets_for
 
     cfg = load_config(experiment, set_)
     if not cfg.augment:

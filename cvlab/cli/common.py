@@ -64,7 +64,7 @@ SET_HELP = "Override a config value, e.g. `--set train.lr=3e-4` (repeatable; val
 
 def other_rank() -> int:
     """Under torchrun, this process's rank when it is not rank 0 (which alone prints results), else 0."""
-    from ..engine.dist import launched
+    from ..engine.distributed import launched
 
     return int(os.environ["RANK"]) if launched() else 0
 
@@ -76,7 +76,7 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..engine.train import Diverged, TrainingInterrupted
+        from ..engine.train.loop import Diverged, TrainingInterrupted
 
         rank = other_rank()
         try:

@@ -34,7 +34,7 @@ def train(
 ):
     """Train an experiment; evaluates every `train.eval_every` steps and logs to TensorBoard."""
     from ..config import load_config
-    from ..engine.runs import resume_run, start_run
+    from ..engine.train.start import resume_run, start_run
     from .progress import make_progress
 
     if other_rank():  # torchrun: rank 0 prints progress and results; the engine keeps the others silent too
@@ -60,7 +60,7 @@ def train(
 
 
 def _protocol_help() -> str:
-    from ..engine.protocols import PROTOCOLS
+    from ..engine.eval.protocols import PROTOCOLS
 
     return "Scoring protocol (default: the run's eval.protocol): " + "; ".join(
         f"**{p.name}**: {p.summary}" for p in PROTOCOLS.values()) + "."
@@ -88,8 +88,8 @@ def eval_(
     `RUN/eval/index.jsonl` lists them all. `eval.lexicon` (dataset | words.txt | null) adds
     lexicon-constrained accuracy."""
     from ..config import parse_data_spec
-    from ..engine.evaluate import evaluate_run
-    from ..engine.metrics import PROTOCOLS
+    from ..engine.eval.evaluate import evaluate_run
+    from ..engine.eval.metrics import PROTOCOLS
     from .progress import make_progress
 
     if protocol is not None and protocol not in PROTOCOLS:
@@ -114,7 +114,7 @@ def _print_eval(res: dict) -> None:
 
 def _eval_notes(res: dict) -> list[str]:
     """Lexicon-constrained accuracy, and every sample the numbers above treat specially."""
-    from ..engine.analysis import summary_lines
+    from ..engine.eval.analysis import summary_lines
 
     lines = []
     for name, r in res["datasets"].items():

@@ -18,7 +18,7 @@ OPT_HELP = "Type-specific key=value, e.g. `--opt level=words` (repeatable; value
 
 
 def _writable_file(path: Path, option: str) -> None:
-    from ..engine.rundir import check_writable_file
+    from ..engine.runs.directory import check_writable_file
 
     check_writable_file(path, option)
 
@@ -103,7 +103,7 @@ def check(
     for name, r in results.items():
         _print_check(name, r)
     if json_out:  # after the results are printed: a write error does not hide them
-        from ..engine.checkpoint import write_json
+        from ..atomic import write_json
 
         write_json(results, json_out)
         out.print(f"written: {json_out}")
@@ -126,7 +126,7 @@ def convert(
     (PNG for crops) and original labels."""
     from ..data.charset import resolve_charset
     from ..data.convert import convert_to_lmdb
-    from ..engine.rundir import check_writable
+    from ..engine.runs.directory import check_writable
 
     check_writable(out_dir, "--out")
     ds = _build(_spec(type_, root, split, opt), resolve_charset(charset))

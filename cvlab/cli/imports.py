@@ -35,7 +35,7 @@ def dtrb(
 ):
     """Convert a DTRB checkpoint into a cvlab run (config.yaml, checkpoints/best.pt, import.json with the
     tensor mapping), which `cvlab eval` and `cvlab predict` then read."""
-    from ..engine.dtrb import import_dtrb
+    from ..engine.import_dtrb import import_dtrb
 
     info = import_dtrb(checkpoint, arch, character, sensitive, height, width, max_length, runs_dir, name)
     out.print(f"{info['arch']}: every tensor mapped ({info['tensors']} DTRB tensors), charset of "

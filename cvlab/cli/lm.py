@@ -27,7 +27,7 @@ def build(
 ):
     """Write an ARPA character n-gram model of the labels (interpolated Witten-Bell smoothing), for
     `eval.decoder: beam` with `eval.lm: FILE.arpa`. Never build it from the labels you evaluate on."""
-    from ..engine.lm import build_lm
+    from ..engine.eval.lm import build_lm
 
     info = build_lm(labels, order, out_path, charset)
     grams = ", ".join(f"{n} {k}-grams" for k, n in info["ngrams"].items())

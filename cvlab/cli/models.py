@@ -57,8 +57,8 @@ def show(
     """Per-layer table (output shape, parameters, norm) and totals (parameters, multiply-adds for the configured
     input size), any adjusted group counts, and the preflight checks `cvlab train` runs."""
     from ..config import load_config
-    from ..engine.preflight import adjustment_messages, preflight
-    from ..engine.setup import tokenizer_for
+    from ..data.tokenizer import tokenizer_for
+    from ..engine.train.preflight import adjustment_messages, preflight
     from ..models import build_model
     from ..models.summary import summarize
 

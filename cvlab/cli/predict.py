@@ -26,7 +26,7 @@ def predict(
     """Read text from images with a trained run, using the run's own preprocessing (data.image)."""
     from ..engine.predict import predict as predict_fn
     from ..engine.predict import write_rows
-    from ..engine.rundir import check_writable_file
+    from ..engine.runs.directory import check_writable_file
 
     if out_file is not None:
         check_writable_file(out_file, "--out")

@@ -32,7 +32,7 @@ def runs(
     yes: bool = typer.Option(False, "--yes", "-y", help="With `clean`: remove without asking."),
 ):
     """One row per run below DIR: name, status, steps, best word accuracy, wall time, path."""
-    from ..engine.runs import clean_runs, list_runs
+    from ..engine.runs.listing import clean_runs, list_runs
 
     clean = target == "clean"
     root = (folder or Path("runs")) if clean else Path(target)

@@ -5,7 +5,7 @@ smaller batch takes proportionally more steps, with every step-counted setting s
 settings scaled by its optimizer family's rule (linear for SGD, as the Group Normalization paper compares
 them; square-root with the moving averages' horizons kept in samples for AdamW and Adadelta); report.md
 states the protocol.
-Each variant is a normal run directory written by `engine.train.train`, so TensorBoard overlays them.
+Each variant is a normal run directory written by `engine.train.loop.train`, so TensorBoard overlays them.
 """
 
 from .probes import smoothness

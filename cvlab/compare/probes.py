@@ -210,8 +210,10 @@ class Probe:
 
 def _last_model(cfg: Experiment, run_dir: Path):
     """(model from last.pt, tokenizer, first val set, device), or None without a val set."""
-    from ..engine.checkpoint import load_checkpoint
-    from ..engine.setup import datasets_for, pick_device, tokenizer_for
+    from ..data.loaders import datasets_for
+    from ..data.tokenizer import tokenizer_for
+    from ..engine.device import pick_device
+    from ..engine.runs.checkpoint import load_checkpoint
     from ..models import build_model
 
     val = datasets_for(cfg, "val")
@@ -235,7 +237,7 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
     the training batch size) minus with running statistics (eval mode). Everything else stays in eval mode
     (no dropout), and nothing is written back."""
     from ..data.loaders import eval_loader
-    from ..engine.metrics import MetricAccumulator
+    from ..engine.eval.metrics import MetricAccumulator
 
     loaded = _last_model(cfg, run_dir)
     if loaded is None:

@@ -224,7 +224,7 @@ def _g(x, fmt: str = ".4g") -> str:
 
 def protocol(base: Experiment, variants: list[Variant]) -> list[str]:
     """report.md's statement of what was held equal and how each batch size's settings were derived."""
-    from ..engine.optim import DEFAULT_LR_SCALING
+    from ..engine.train.optim import DEFAULT_LR_SCALING
 
     t = base.train
     biggest = max(v.batch_size for v in variants)
@@ -281,7 +281,7 @@ def _significance_lines(rows: list[dict]) -> list[str]:
 
 def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: dict,
                   protocol_lines: list[str] | None = None) -> None:
-    from ..engine.checkpoint import write_json
+    from ..atomic import write_json
 
     with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")  # bn_layers: summary.json only

@@ -1,5 +1,5 @@
 """compare-norms variants: the norm × batch size × seed grid, scaled budgets, and running them (sequentially
-or K processes at a time), each as a normal run directory written by `engine.train.train`."""
+or K processes at a time), each as a normal run directory written by `engine.train.loop.train`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from ..config import Experiment
 from ..engine.progress import NullProgress, Progress
-from ..engine.rundir import check_writable
+from ..engine.runs.directory import check_writable
 from ..errors import CvlabError
 from .probes import Probe, _peak_mem_mb, bn_layer_stats, train_eval_gap
 from .report import aggregate, collect, protocol, write_outputs
@@ -64,9 +64,9 @@ def make_variants(base: Experiment, norms: list[str], batch_sizes: list[int], se
     largest batch size; a batch k times smaller takes k× every step-counted setting (steps, warm-up, eval,
     checkpoint and log intervals, batch renorm's relaxation, the probe interval), so each variant sees the
     same schedule in samples, and its optimizer settings follow `lr_scaling` (None: the optimizer's default,
-    engine.optim.DEFAULT_LR_SCALING)."""
+    engine.train.optim.DEFAULT_LR_SCALING)."""
     from ..config.model import NORM_OPTIONS
-    from ..engine.optim import DEFAULT_LR_SCALING, LR_SCALING, scale_for_batch
+    from ..engine.train.optim import DEFAULT_LR_SCALING, LR_SCALING, scale_for_batch
 
     if not norms or not batch_sizes or seeds < 1:
         raise CvlabError("--norms and --batch-sizes need at least one value, --seeds at least 1")
@@ -134,10 +134,10 @@ def _finished(run_dir: Path, steps: int) -> dict | None:
 def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progress | None = None) -> dict:
     """Train one variant (resuming from last.pt when there is one) and write its variant.json record.
     Module-level so `--jobs` can run it in a worker process."""
-    from ..engine.checkpoint import write_json
-    from ..engine.session import prepare
-    from ..engine.setup import pick_device
-    from ..engine.train import Diverged, TrainingInterrupted, train
+    from ..atomic import write_json
+    from ..engine.device import pick_device
+    from ..engine.train.loop import Diverged, TrainingInterrupted, train
+    from ..engine.train.session import prepare
 
     cfg = Experiment.model_validate(cfg_json)
     run_dir = Path(run_dir)

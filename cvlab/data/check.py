@@ -8,8 +8,8 @@ from statistics import median
 
 from torch.utils.data import Dataset
 
-from .base import LOAD_ERRORS, Broken
 from .charset import case_fold
+from .formats.base import LOAD_ERRORS, Broken
 from .loaders import report_of, unwrap
 from .report import DataReport
 

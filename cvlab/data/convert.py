@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from ..errors import CvlabError
 from ..imagegrid import to_pil
-from .base import LOAD_ERRORS
+from .formats.base import LOAD_ERRORS
 from .loaders import unwrap
 from .report import DataReport
 

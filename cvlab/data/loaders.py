@@ -12,17 +12,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
+from ..config import Experiment
 from ..config.data import DataCfg, SpecBase
 from ..errors import CvlabError
-from .base import Broken
-from .folder import FolderDataset
-from .iam import IamDataset
-from .icdar import Ic13Dataset, Ic15Dataset
-from .iiit5k import Iiit5kDataset
-from .lmdb import LmdbDataset
+from .charset import resolve_charset
+from .formats.base import Broken
+from .formats.folder import FolderDataset
+from .formats.iam import IamDataset
+from .formats.icdar import Ic13Dataset, Ic15Dataset
+from .formats.iiit5k import Iiit5kDataset
+from .formats.lmdb import LmdbDataset
+from .formats.rimes import RimesDataset
+from .formats.svt import SvtDataset
 from .report import DataReport
-from .rimes import RimesDataset
-from .svt import SvtDataset
 from .synth import SynthWords
 
 DATASETS: dict[str, type] = {
@@ -126,6 +128,12 @@ def named_datasets(specs: Sequence[SpecBase], charset: str, data: DataCfg) -> di
             out[name] = ds
     return out
 
+
+
+def datasets_for(cfg: Experiment, split: str) -> dict[str, Dataset]:
+    """An experiment's `data.train` or `data.val` datasets, by name (empty when none are configured)."""
+    specs = getattr(cfg.data, split)
+    return named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data) if specs else {}
 
 def unwrap(ds: Dataset, i: int | None = None) -> tuple[Dataset, int | None]:
     """The dataset under Subset wrappers, and index i mapped into it."""

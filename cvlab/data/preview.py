@@ -8,7 +8,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..imagegrid import BLACK, image_grid, to_pil
-from .base import Broken
+from .formats.base import Broken
 
 
 def preview_grid(ds: Dataset, out: Path, count: int = 32, cols: int = 4) -> dict:

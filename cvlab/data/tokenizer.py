@@ -6,10 +6,15 @@ specials already stripped by their own decoding (CTC collapse, attention EOS), a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..errors import CvlabError
-from .charset import case_fold
+from .charset import case_fold, resolve_charset
+
+if TYPE_CHECKING:
+    from ..config import Experiment
 
 
 class Tokenizer:
@@ -82,3 +87,8 @@ def build_tokenizer(head: str, charset: str) -> Tokenizer:
     if head not in TOKENIZERS:
         raise CvlabError(f"model.head.name: no tokenizer for head {head!r} (valid: {', '.join(TOKENIZERS)})")
     return TOKENIZERS[head](charset)
+
+
+def tokenizer_for(cfg: Experiment) -> Tokenizer:
+    """The tokenizer an experiment's head and charset call for."""
+    return build_tokenizer(cfg.model.head.name, resolve_charset(cfg.data.charset))

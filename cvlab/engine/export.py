@@ -104,7 +104,7 @@ def verify(loaded, model, run_exported, tolerance: float, progress=None) -> dict
     """Score the run's val sets natively and exported, under the run's protocol."""
     from ..data.charset import resolve_charset
     from ..data.loaders import eval_loader, named_datasets
-    from .metrics import MetricAccumulator
+    from .eval.metrics import MetricAccumulator
 
     cfg = loaded.cfg
     if not cfg.data.val:
@@ -136,8 +136,8 @@ def export_run(run, fmt: str = "onnx", out: Path | None = None, do_verify: bool 
                checkpoint: str | None = None, tolerance: float = TOLERANCE, progress=None) -> dict:
     """Export a run's checkpoint; returns what was written and checked. Raises ExportMismatch (after the
     checks ran) when the exported model disagrees with the native one beyond `tolerance`."""
-    from .checkpoint import write_json
-    from .loadrun import load_run
+    from ..atomic import write_json
+    from .runs.load import load_run
 
     if fmt not in FORMATS:
         raise CvlabError(f"--format {fmt}: unknown (valid: {', '.join(FORMATS)})")

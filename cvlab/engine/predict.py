@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.base import LOAD_ERRORS
+from ..atomic import write_text_atomic
+from ..data.formats.base import LOAD_ERRORS
 from ..data.image import to_tensor
 from ..errors import CvlabError
-from .checkpoint import write_text_atomic
-from .setup import autocast
+from .device import autocast
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
 
@@ -37,7 +37,7 @@ def _file(path: Path) -> Source:
 
 
 def _lmdb_sources(folder: Path) -> Iterator[Source]:
-    from ..data.lmdb import open_env
+    from ..data.formats.lmdb import open_env
 
     env = open_env(folder)
     with env.begin() as txn:
@@ -59,7 +59,7 @@ def _lmdb_sources(folder: Path) -> Iterator[Source]:
 
 def collect(inputs: list[str]) -> list[Source]:
     """Every image the inputs name, in a stable order: files as given, folders and globs sorted."""
-    from ..data.lmdb import find_lmdbs
+    from ..data.formats.lmdb import find_lmdbs
 
     out: list[Source] = []
     for text in inputs:
@@ -89,8 +89,8 @@ def collect(inputs: list[str]) -> list[Source]:
 def predict(run_or_ckpt, inputs: list[str], checkpoint: str | None = None, batch_size: int = 64,
             overrides: tuple[str, ...] = ()) -> list[dict]:
     """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images)."""
-    from .decode import build_decoder
-    from .loadrun import load_run
+    from .eval.decode import build_decoder
+    from .runs.load import load_run
 
     loaded = load_run(run_or_ckpt, checkpoint, overrides)
     cfg, model = loaded.cfg, loaded.model

@@ -13,7 +13,7 @@ from ..config.model import HeadCfg
 
 class CTCHead(nn.Module):
     """CTC (Graves et al. 2006): per-column class scores, class 0 = blank, greedy decoding. Beam search, lexicons
-    and a character LM are `eval.decoder: beam` (engine/decode.py)."""
+    and a character LM are `eval.decoder: beam` (engine/eval/decode.py)."""
 
     blank = 0
 

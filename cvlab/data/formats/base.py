@@ -17,11 +17,11 @@ from typing import NamedTuple
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..config.data import FileSpec, ImageCfg
-from ..errors import CvlabError
-from .charset import case_fold
-from .image import to_tensor
-from .report import DataReport
+from ...config.data import FileSpec, ImageCfg
+from ...errors import CvlabError
+from ..charset import case_fold
+from ..image import to_tensor
+from ..report import DataReport
 
 # What a broken image raises inside PIL/lmdb: truncated files, unknown formats, bad chunks, bombs.
 LOAD_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 
 LOWER36 = string.digits + string.ascii_lowercase
 _PRINTABLE94 = set(string.digits + string.ascii_letters + string.punctuation)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Experiment
-from ..errors import CvlabError
+from ...config import Experiment
+from ...errors import CvlabError
 
 RESUMABLE = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.threads", "train.device",
              "train.dist_timeout", "train.compile",

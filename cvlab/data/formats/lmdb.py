@@ -16,9 +16,9 @@ import lmdb
 import numpy as np
 from PIL import Image
 
-from ..errors import CvlabError
+from ...errors import CvlabError
+from ..report import DataReport
 from .base import TextDataset, need_dir
-from .report import DataReport
 
 LAYOUT = "a folder holding data.mdb (+ lock.mdb), or a tree of such folders"
 

@@ -20,7 +20,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
@@ -125,9 +125,9 @@ def read_labels(paths: list[Path]) -> tuple[list[str], int]:
 
 def _experiment_labels(path: Path) -> tuple[list[str], int]:
     """The training labels as the model learns them: case-folded to the charset, only its characters."""
-    from ..config import load_config
-    from ..data.charset import resolve_charset
-    from .setup import datasets_for
+    from ...config import load_config
+    from ...data.charset import resolve_charset
+    from ...data.loaders import datasets_for
 
     cfg = load_config(path)
     out = []
@@ -140,7 +140,7 @@ def _experiment_labels(path: Path) -> tuple[list[str], int]:
 def as_learned(labels: list[str], charset: str) -> tuple[list[str], int]:
     """The labels as a model of `charset` learns them: case-folded to it (lower36 lower-cases), then only its
     characters; and how many characters that dropped."""
-    from ..data.charset import case_fold
+    from ...data.charset import case_fold
 
     fold, keep = case_fold(charset), set(charset)
     out = ["".join(c for c in fold(label) if c in keep) for label in labels]
@@ -150,8 +150,8 @@ def as_learned(labels: list[str], charset: str) -> tuple[list[str], int]:
 def build_lm(paths: list[Path], order: int, out: Path, charset: str | None = None) -> dict:
     """Write the ARPA file; returns what it was built from. `charset` (a preset, for label files) folds and
     filters the labels as a model of that charset learns them; an experiment YAML always uses its own."""
-    from ..data.charset import resolve_charset
-    from .checkpoint import write_text_atomic
+    from ...atomic import write_text_atomic
+    from ...data.charset import resolve_charset
 
     labels, dropped = read_labels(paths)
     if charset is not None:

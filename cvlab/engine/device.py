@@ -1,4 +1,4 @@
-"""What train and eval both need: device, autocast, tokenizer, datasets. Plain functions, no state."""
+"""Where and how a run computes: the device, mixed precision (autocast), and the seeds. Plain functions, no state."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ import random
 import numpy as np
 import torch
 
-from ..config import Experiment
-from ..data.charset import resolve_charset
-from ..data.loaders import named_datasets
-from ..data.tokenizer import Tokenizer, build_tokenizer
 from ..errors import CvlabError
 
 
@@ -57,12 +53,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def tokenizer_for(cfg: Experiment) -> Tokenizer:
-    return build_tokenizer(cfg.model.head.name, resolve_charset(cfg.data.charset))
-
-
-def datasets_for(cfg: Experiment, split: str) -> dict:
-    specs = getattr(cfg.data, split)
-    return named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data) if specs else {}

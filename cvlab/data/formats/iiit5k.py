@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 from .base import ListDataset, need_dir, need_file, under
 
 LAYOUT = "ROOT/testdata.mat (traindata.mat) and ROOT/test/*.png (train/*.png), as in IIIT5K-Word_V3.0"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..errors import CvlabError
-from .checkpoint import write_json, write_text_atomic
+from ... import __version__
+from ...atomic import write_json, write_text_atomic
+from ...errors import CvlabError
 
 LOCK, STATUS = "lock.json", "status.json"
 
@@ -215,7 +215,7 @@ def open_run(run_dir: Path, cfg, device: str, progress=None, step=lambda: 0):
     """The run's bookkeeping around training: take the lock, write config.yaml and env.json, and on the way out
     status.json (finished / interrupted / failed, with the step and the wall time over all sessions). A new run
     that ends before its first checkpoint (Ctrl-C, an error) is removed: nothing to resume, nothing to keep."""
-    from ..config import dump_config
+    from ...config import dump_config
 
     run_dir = Path(run_dir)
     created = not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir()))  # ours to remove
@@ -245,7 +245,7 @@ def open_run(run_dir: Path, cfg, device: str, progress=None, step=lambda: 0):
 
 
 def _remove_partial_writes(run_dir: Path, progress=None) -> None:
-    """Temp files of atomic writes (checkpoint.py) that a killed process never renamed: with the lock held,
+    """Temp files of atomic writes (cvlab/atomic.py) that a killed process never renamed: with the lock held,
     nobody else can be writing them. Reported, never silently."""
     partial = [p for d in (run_dir, run_dir / "checkpoints") for p in d.glob(".*.tmp*") if p.is_file()]
     for p in partial:

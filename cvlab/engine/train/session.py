@@ -2,7 +2,7 @@
 directory exists, with the exact state a checkpoint stores and a resume restores.
 
 Under torchrun every rank prepares its own session (same weights, its own device); a failure on any rank stops
-all of them (engine/dist.py)."""
+all of them (engine/distributed.py)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ from pathlib import Path
 
 import torch
 
-from ..augment import build_pipeline
-from ..config import Experiment
-from ..data.loaders import report_lines
-from ..errors import CvlabError
-from ..models import build_model
-from ..models.norms import traits
-from . import dist
-from .checkpoint import load_model_state, rng_state, save_checkpoint, set_rng_state
-from .dist import DistContext
-from .init import init_weights
+from ...augment import build_pipeline
+from ...config import Experiment
+from ...data.loaders import datasets_for, report_lines
+from ...data.tokenizer import tokenizer_for
+from ...errors import CvlabError
+from ...models import build_model
+from ...models.norms import traits
+from .. import distributed as dist
+from ..device import autocast, pick_device, resolve_amp, seed_everything
+from ..distributed import DistContext
+from ..progress import NullProgress, Progress
+from ..runs.checkpoint import load_model_state, rng_state, save_checkpoint, set_rng_state
+from .init_from import init_weights
 from .optim import build_optimizer, build_scheduler
 from .preflight import fit_training_labels, preflight
-from .progress import NullProgress, Progress
-from .setup import autocast, datasets_for, pick_device, resolve_amp, seed_everything, tokenizer_for
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Session:
     scaler: torch.amp.GradScaler
     step: int = 0
     best: float = -1.0
-    init_report: dict | None = None  # what train.init_from loaded (engine.init), written to the run
+    init_report: dict | None = None  # what train.init_from loaded (engine.train.init_from), written to the run
     samples: int = 0  # global position in the sample stream: where a resume continues, at any world size
     ctx: DistContext = field(default_factory=DistContext)
     forward: torch.nn.Module | None = None  # what the training forward goes through: DDP and/or torch.compile

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.loaders import eval_loader, sample_id
-from ..data.tokenizer import Tokenizer
-from ..errors import CvlabError, OutputError
+from ...data.loaders import eval_loader, sample_id
+from ...data.tokenizer import Tokenizer
+from ...errors import CvlabError, OutputError
+from ..device import autocast
 from .metrics import MetricAccumulator
-from .setup import autocast
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
     """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids. `rows`, when a list,
     receives one dict per sample (id, label, prediction, confidence, scored strings, correct). `lexicon`:
     "dataset" scores the sets' own lexicons, (name, words) one word list for every sample, None none.
-    `decoder`: an `engine.decode` beam decoder (None: the head's greedy decoding); it also reads the lexicon
+    `decoder`: an `engine.eval.decode` beam decoder (None: the head's greedy decoding); it also reads the lexicon
     answers when it can.
     `ctx` (a dist.DistContext): `loader` holds this rank's shard; the counts behind every metric (correct,
     samples, edit distances, reference lengths, unreadable images) are summed over ranks before any rate is
@@ -88,14 +88,14 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
     """Score a trained run: `best.pt` (or `checkpoint`: a name in checkpoints/ or a path) on the run's val
     datasets, or on `data` (dataset specs). Every evaluation is kept in its own folder under the run's `eval/`
     (eval.json, `<dataset>.predictions.csv`); returns eval.json's content, with `dir` naming the folder."""
-    from ..data.charset import resolve_charset
-    from ..data.loaders import named_datasets, report_lines, report_of
+    from ...data.charset import resolve_charset
+    from ...data.loaders import named_datasets, report_lines, report_of
+    from ..runs.load import load_run
     from .analysis import error_summary
     from .decode import build_decoder
-    from .evalfiles import eval_dir, load_lexicon, record, write_predictions
-    from .loadrun import load_run
     from .metrics import combine
     from .protocols import check_charset
+    from .records import eval_dir, load_lexicon, record, write_predictions
 
     loaded = load_run(run_dir, checkpoint, overrides)
     cfg, run = loaded.cfg, loaded.run

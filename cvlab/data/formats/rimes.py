@@ -16,7 +16,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 from .base import (
     ListDataset,
     clamp_box,

@@ -16,8 +16,8 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import CvlabError
-from .checkpoint import write_json
+from ...atomic import write_json
+from ...errors import CvlabError
 
 COLUMNS = ("index", "id", "label", "prediction", "confidence", "correct", "status", "label_scored",
            "prediction_scored", "one_minus_ned")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import Experiment, load_saved_config
-from ..data.tokenizer import Tokenizer
-from ..errors import CvlabError
+from ...config import Experiment, load_saved_config
+from ...data.tokenizer import Tokenizer, tokenizer_for
+from ...errors import CvlabError
+from ..device import pick_device
 from .checkpoint import load_checkpoint, load_model_state
-from .rundir import resolve_run
-from .setup import pick_device, tokenizer_for
+from .directory import resolve_run
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Loaded:
 def load_run(run_or_ckpt, checkpoint: str | None = None, overrides: tuple[str, ...] = ()) -> Loaded:
     """`best.pt` (or `checkpoint`: a name in checkpoints/ or a path) of a run; a .pt file given directly is
     used with its run's config.yaml, or with the config it carries when it was copied out of its run."""
-    from ..models import build_model
+    from ...models import build_model
 
     path = Path(run_or_ckpt)
     if path.is_file():  # a checkpoint file: its run is two levels up

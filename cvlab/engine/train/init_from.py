@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 
 # (tensor name, axis holding the classes) of the layers whose size is the number of classes
 CLASS_AXES = {"head.fc.weight": 0, "head.fc.bias": 0, "head.generator.weight": 0, "head.generator.bias": 0,
@@ -32,8 +32,8 @@ STRICT_PREFIX = "backbone."
 def load_source(spec: str) -> tuple[dict, str | None, dict | None, Path]:
     """(model weights, charset, config dict, checkpoint path) of a run directory (its best.pt), a folder of
     runs (the newest) or a .pt file."""
-    from .checkpoint import load_checkpoint
-    from .rundir import resolve_run
+    from ..runs.checkpoint import load_checkpoint
+    from ..runs.directory import resolve_run
 
     path = Path(spec).expanduser()
     if not path.exists():
@@ -55,7 +55,7 @@ def _class_map(own: list[str], src: list[str]) -> list[int | None]:
 
 def init_from(model: torch.nn.Module, spec: str, tokenizer, head: str) -> dict:
     """Copy what fits of `spec`'s weights into `model` (in place); returns the report (see the module doc)."""
-    from ..data.tokenizer import build_tokenizer
+    from ...data.tokenizer import build_tokenizer
 
     weights, charset, config, ckpt = load_source(spec)
     src_head = ((config or {}).get("model") or {}).get("head", {}).get("name", head)

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ..config.schema import TrainCfg
+from ...config.schema import TrainCfg
 
 # Weight normalization's magnitude g (`parametrizations.weight.original0`) is shaped (C, 1, 1, 1) for a conv, so
 # the ndim rule alone would decay it; it is a norm parameter (a per-channel scale) and is matched by name.

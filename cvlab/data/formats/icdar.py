@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 from .base import ListDataset, first_existing, need_dir, read_lines, under
 
 # (split) -> (image folder candidates, GT file candidates relative to root or the image folder), as unpacked

@@ -158,11 +158,11 @@ def import_dtrb(path: Path, arch: str | None = None, character: str | None = Non
                 name: str | None = None) -> dict:
     """Convert a DTRB .pth into a new cvlab run (config.yaml, checkpoints/best.pt, import.json) that
     `cvlab eval` and `cvlab predict` read; returns import.json's content."""
+    from ..atomic import write_json, write_text_atomic
     from ..config import dump_config
     from ..data.tokenizer import build_tokenizer
     from ..models import build_model
-    from .checkpoint import write_json, write_text_atomic
-    from .rundir import new_run_dir
+    from .runs.directory import new_run_dir
 
     path = Path(path).expanduser()
     if not path.is_file():
@@ -192,7 +192,7 @@ def import_dtrb(path: Path, arch: str | None = None, character: str | None = Non
     model.load_state_dict(state)
     run = new_run_dir(runs_dir, cfg.name)
     write_text_atomic(dump_config(cfg) + "\n", run / "config.yaml")
-    from .checkpoint import save_checkpoint
+    from .runs.checkpoint import save_checkpoint
 
     save_checkpoint({"model": model.state_dict(), "step": 0, "config": cfg.model_dump(mode="json"),
                      "charset": charset, "imported_from": str(path)}, run / "checkpoints" / "best.pt")

@@ -1,54 +1,19 @@
-"""Checkpoints and small JSON files, always written atomically (temp file in the same folder, fsync, rename)."""
+"""Checkpoints (model, optimizer, scheduler, scaler, step, RNG states), always written atomically."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CvlabError
-
-
-def _atomic_write(path: Path, write) -> None:
-    """An output that cannot be written (read-only folder, a file where a folder should be, a full disk) is the
-    user's to fix: CvlabError naming the path, never a traceback."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise CvlabError(f"{path}: cannot write ({e.strerror or e}); choose a writable location or free space") \
-            from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
+from ...atomic import atomic_write
+from ...errors import CvlabError
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
-
-
-def write_json(obj, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()))
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 
 NEG = -1e30  # an emission that cannot happen (finite: flashlight adds scores)
 EXACT_WORDS = 10_000  # lexicons up to this size are scored word by word; larger ones are searched over a trie

@@ -7,7 +7,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from ..imagegrid import BLACK, image_grid, to_pil
+from ...imagegrid import BLACK, image_grid, to_pil
 
 
 def open_writer(run_dir, enabled: bool, purge_step: int | None = None) -> SummaryWriter | None:

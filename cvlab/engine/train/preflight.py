@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from ..config import Experiment
-from ..errors import CvlabError
-from ..models.common import buffers_kept
-from .progress import NullProgress, Progress
+from ...config import Experiment
+from ...errors import CvlabError
+from ...models.common import buffers_kept
+from ..progress import NullProgress, Progress
 
 
 def adjustment_messages(cfg: Experiment, adjustments: dict[int, int], degenerate: dict[str, str] | None = None
@@ -81,7 +81,7 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
     `eval_mode=False` skips the eval-mode forward (`models show` runs its own, with hooks)."""
     progress = progress or NullProgress()
     m, img = cfg.model, cfg.data.image
-    from ..models.norms import traits
+    from ...models.norms import traits
 
     if traits(m.norm.name).uses_batch_stats and cfg.train.batch_size < 2:
         raise CvlabError(f"model.norm.name={m.norm.name} cannot train with train.batch_size={cfg.train.batch_size} "
@@ -125,7 +125,7 @@ def fit_training_labels(train_sets: dict, cfg: Experiment, tokenizer, steps: int
                         progress: Progress | None = None) -> dict:
     """The training sets without the labels the model cannot learn from (`cvlab.data.fit`), each drop counted
     in the dataset's report and said here. A set left empty is an error naming the keys to change."""
-    from ..data.fit import LabelLimits, keep_fitting
+    from ...data.fit import LabelLimits, keep_fitting
 
     progress = progress or NullProgress()
     m = cfg.model

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CvlabError
+from ...errors import CvlabError
 from .base import ListDataset, first_existing, need_dir, need_file, read_lines, under
 
 LAYOUT = "ROOT/ascii/{words,lines}.txt and ROOT/{words,lines}/a01/a01-000u/*.png, as in the IAM download"

@@ -1,10 +1,10 @@
 """The training loop: one function, every stage visible in order (nanoGPT style).
 
-`prepare` (engine/session.py) builds and checks everything a run needs (config, datasets, device, model,
+`prepare` (train/session.py) builds and checks everything a run needs (config, datasets, device, model,
 preflight) before the run directory is touched, so bad input leaves nothing behind; `train` then opens the run (config.yaml, env.json, the
 lock; see rundir.open_run), restores the checkpoint when resuming, and loops.
 
-Under torchrun (engine/dist.py) the same loop runs in every process: each rank trains on its slice of the global
+Under torchrun (engine/distributed.py) the same loop runs in every process: each rank trains on its slice of the global
 batch (`batch_size` per process), DDP averages gradients, evaluation is sharded and summed, and rank 0 alone
 writes (TensorBoard, checkpoints, metrics, config/env/lock, the console). The loss is read back from the device
 only at log steps, so a GPU is never made to wait each step."""
@@ -19,20 +19,20 @@ from pathlib import Path
 
 import torch
 
-from ..augment import preview_grid, sample_images, step_generator
-from ..config import Experiment, dump_config
-from ..data.loaders import eval_loader, train_loader
-from ..data.report import DataReport
-from . import dist
-from .checkpoint import load_checkpoint
-from .dist import DistContext
-from .evaluate import evaluate
-from .progress import NullProgress, Progress
-from .resume import check_resume
-from .rundir import lock_owner, open_run, read_json, refuse, write_json
+from ...augment import preview_grid, sample_images, step_generator
+from ...config import Experiment, dump_config
+from ...data.loaders import eval_loader, train_loader
+from ...data.report import DataReport
+from .. import distributed as dist
+from ..device import autocast
+from ..distributed import DistContext
+from ..eval.evaluate import evaluate
+from ..progress import NullProgress, Progress
+from ..runs.checkpoint import load_checkpoint
+from ..runs.directory import lock_owner, open_run, read_json, refuse, write_json
+from ..runs.resume import check_resume
 from .session import Session, norm_batch, prepare
-from .setup import autocast
-from .tb import caption_grid, open_writer, write_hparams
+from .tensorboard import caption_grid, open_writer, write_hparams
 
 
 class TrainingInterrupted(Exception):
