@@ -84,7 +84,11 @@ class NormTraits:
     - `first_stages`: the paper normalizes only the first N conv stages (AlexNet's LRN; AlexNet honours it);
     - `replaces_bias`: has its own shift, so the conv before it needs no bias;
     - `grouped`: group norm, whose degenerate layers (one group = LN, one channel per group = IN) are reported;
-    - `reparametrizes`: not a layer but a reparametrization of every conv/linear (weight norm)."""
+    - `reparametrizes`: not a layer but a reparametrization of every conv/linear (weight norm);
+    - `syncs_across_ranks`: takes its statistics over every process's batch under torchrun (SyncBatchNorm);
+    - `relaxation`: the `model.norm` key of a step-counted relaxation schedule (batch renorm's r/d warm-up),
+      which a run with k× the steps stretches k×;
+    - `baseline`: the norm others are measured against (compare-norms' "Δ vs" column)."""
 
     uses_batch_stats: bool = False
     position: str = "before_act"
@@ -92,6 +96,9 @@ class NormTraits:
     replaces_bias: bool = True
     grouped: bool = False
     reparametrizes: bool = False
+    syncs_across_ranks: bool = False
+    relaxation: str | None = None
+    baseline: bool = False
 
 
 def _register(**traits):
@@ -144,13 +151,13 @@ def degenerate_groups(model: nn.Module) -> dict[str, str]:
     return out
 
 
-@_register(uses_batch_stats=True)
+@_register(uses_batch_stats=True, baseline=True)
 def _batch(cfg: NormCfg) -> NormFactory:
     """BatchNorm2d (Ioffe & Szegedy 2015): batch statistics in training, running ones at eval."""
     return _factory(lambda c: nn.BatchNorm2d(c), _batch.traits)
 
 
-@_register(uses_batch_stats=True)
+@_register(uses_batch_stats=True, syncs_across_ranks=True)
 def _sync_batch(cfg: NormCfg) -> NormFactory:
     """SyncBatchNorm under torchrun on GPUs: batch statistics over the global batch, not each GPU's. Built as
     plain BatchNorm2d (same weights, so checkpoints, eval and export see plain BN); the training engine converts
@@ -158,7 +165,7 @@ def _sync_batch(cfg: NormCfg) -> NormFactory:
     return _factory(lambda c: nn.BatchNorm2d(c), _sync_batch.traits)
 
 
-@_register(uses_batch_stats=True)
+@_register(uses_batch_stats=True, relaxation="renorm_warmup")
 def _batch_renorm(cfg: NormCfg) -> NormFactory:
     """Batch Renormalization (Ioffe 2017): BatchNorm corrected towards running statistics."""
     return _factory(lambda c: BatchRenorm2d(c, warmup=cfg.renorm_warmup), _batch_renorm.traits)
