@@ -35,7 +35,7 @@ def main() -> None:
                 sets.append(f"train.steps={args.steps}")
             cfg = load_config(args.exp, sets)
             t0 = time.perf_counter()
-            _, metrics = start_run(cfg, Path(tmp), f"amp_{amp}")
+            _, metrics = start_run(cfg, Path(tmp), name=f"amp_{amp}")
             secs = time.perf_counter() - t0
             rate = cfg.train.steps * cfg.train.batch_size / secs
             accs = {k: v["word_acc"] for k, v in metrics["datasets"].items()}

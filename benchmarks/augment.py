@@ -70,7 +70,7 @@ def main() -> None:
     items = [ds[i] for i in range(a.batch)]
     images = torch.stack([it[0] for it in items])
     targets, lengths = tok.encode_batch([it[1] for it in items])
-    model = build_model(cfg.model, tok.num_classes, 1).train()
+    model = build_model(cfg.model, tok.num_classes, 1).model.train()
     opt = build_optimizer(model, cfg.train)
 
     def step(x=images):

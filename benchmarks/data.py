@@ -61,7 +61,7 @@ def make_sources(tmp: Path, images: int, index_size: int) -> None:
 
 
 def throughput(ds, n: int, workers: int) -> float:
-    loader = eval_loader(torch.utils.data.Subset(ds, range(min(n, len(ds)))), 64, workers)
+    loader = eval_loader(torch.utils.data.Subset(ds, range(min(n, len(ds)))), 64, workers=workers)
     t0, seen = time.perf_counter(), 0
     for images, _ in loader:
         seen += images.shape[0]

@@ -48,7 +48,7 @@ def experiment(lmdb: Path, size: str, batch: int, amp: str, channels_last: bool,
 def model_rate(cfg: Experiment, steps: int) -> tuple[float, str]:
     """Samples/s of the engine's training step on one batch kept on the device (no loading at all)."""
     s = prepare(cfg)
-    images, labels = next(iter(train_loader(s.train_sets, cfg.train.batch_size, 0, 1, 0, 0)))
+    images, labels = next(iter(train_loader(s.train_sets, cfg.train.batch_size, seed=0, steps=1, start=0, workers=0)))
     images = images.to(s.device)
     guard = NonFiniteGuard()
     for _ in range(3):  # warm-up: allocator, cuDNN autotuning, the compile when train.compile is on
@@ -65,7 +65,8 @@ def model_rate(cfg: Experiment, steps: int) -> tuple[float, str]:
 def loader_rate(cfg: Experiment, steps: int, workers: int, cuda: bool) -> float:
     """Samples/s the training loader delivers, copied to the device as the loop copies them."""
     s = prepare(cfg)
-    loader = train_loader(s.train_sets, cfg.train.batch_size, 0, steps + 2, 0, workers, pin=cuda)
+    loader = train_loader(s.train_sets, cfg.train.batch_size, seed=0, steps=steps + 2, start=0, workers=workers,
+                          pin=cuda)
     it = iter(loader)
     for _ in range(2):  # worker start-up is paid once per run (persistent workers)
         next(it)

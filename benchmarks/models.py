@@ -75,7 +75,7 @@ def measure(backbone: str, norm: str, amp: str, args, device: torch.device) -> t
     cfg = ModelCfg.model_validate({"backbone": {"name": backbone, "size": args.size}, "norm": {"name": norm}})
     ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
     with PeakMemory(device) as mem:
-        model = build_model(cfg, 37).to(device).train()
+        model = build_model(cfg, 37).model.to(device).train()
         opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=1e-4)
         images = torch.rand(args.batch, 1, 32, 100, device=device)
         lengths = torch.randint(3, 11, (args.batch,), device=device)

@@ -24,7 +24,7 @@ from cvlab.models import build_model
 
 def bench(size: str, amp: str, channels_last: bool, batch: int, steps: int, device: torch.device) -> tuple:
     torch.manual_seed(0)
-    model = build_model(ModelCfg.model_validate({"backbone": {"size": size}}), 37).to(device)
+    model = build_model(ModelCfg.model_validate({"backbone": {"size": size}}), 37).model.to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = build_optimizer(model, TrainCfg())

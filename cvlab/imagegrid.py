@@ -15,7 +15,7 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
 
 
-def image_grid(tiles: list[Image.Image], cols: int, captions: list[list[tuple[str, tuple]]] | None = None,
+def image_grid(tiles: list[Image.Image], cols: int, *, captions: list[list[tuple[str, tuple]]] | None = None,
                row_labels: list[str] | None = None, height: int | None = 64, min_width: int = 0, gap: int = 2,
                font_size: int = 12) -> Image.Image:
     """`tiles` (of one size) in rows of `cols`, scaled by a whole factor towards `height` pixels (None: as they

@@ -81,7 +81,7 @@ def test_the_agents_warps_get_harder_for_a_fixed_recognizer():
     cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny", "width": 0.5},
                                    "sequence": {"name": "none"}, "norm": {"name": "group", "groups": 4}})
     torch.manual_seed(0)
-    model = build_model(cfg, tok.num_classes)
+    model = build_model(cfg, tok.num_classes).model
     targets, lengths = tok.encode_batch(["1234", "5678", "9012", "3456", "7890", "1357", "2468", "0246"])
     x = _images()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -147,7 +147,7 @@ def test_under_ddp_the_agents_step_on_every_ranks_images_and_stay_one_agent():
     cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny", "width": 0.5},
                                    "sequence": {"name": "none"}, "norm": {"name": "group", "groups": 4}})
     torch.manual_seed(0)
-    model = build_model(cfg, tok.num_classes).eval()
+    model = build_model(cfg, tok.num_classes).model.eval()
     targets, lengths = tok.encode_batch(["1234", "5678", "9012", "3456", "7890", "1357", "2468", "0246"])
     x = _images()
     whole = _pipe({"op": "learned", "p": 1.0, "lr": 0.05}).learned

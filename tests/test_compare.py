@@ -103,11 +103,11 @@ def test_divergence_and_impossible_variants_do_not_stop_the_others(tmp_path, mon
     real_build = session_mod.build_model
 
     def build(cfg, *args):
-        model = real_build(cfg, *args)
+        built = real_build(cfg, *args)
         if cfg.norm.name == "group":
-            real_loss = model.loss
-            model.loss = lambda *a: real_loss(*a) * float("nan")
-        return model
+            real_loss = built.model.loss
+            built.model.loss = lambda *a: real_loss(*a) * float("nan")
+        return built
 
     monkeypatch.setattr(session_mod, "build_model", build)
     base = load_config(_exp(tmp_path, steps=1, eval_every=1))

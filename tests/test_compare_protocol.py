@@ -59,7 +59,7 @@ def _model_and_loss(cfg: Experiment):
     """The model in train mode and one fixed batch's loss as the training loop's probe gets it."""
     tok = tokenizer_for(cfg)
     torch.manual_seed(0)
-    model = build_model(cfg.model, tok.num_classes, 1).train()
+    model = build_model(cfg.model, tok.num_classes, 1).model.train()
     images = torch.rand(4, 1, 32, 64)
     targets, lengths = tok.encode_batch(["abc", "de", "fgh", "ij"])
 
@@ -138,7 +138,7 @@ def test_probe_logs_values_per_statistic_at_the_runs_batch_size(norm, own):
     """VGG crnn tiny normalizes conv 5 and 6 (96 channels) at 4×16 for 32×64 input: 2·4·16 = 128 at batch 2."""
     cfg = _cfg(model={"norm": {"name": norm, **({"groups": 8} if norm == "group" else {})}})
     tok = tokenizer_for(cfg)
-    model = build_model(cfg.model, tok.num_classes, 1).train()
+    model = build_model(cfg.model, tok.num_classes, 1).model.train()
     images = torch.rand(2, 1, 32, 64)
     targets, lengths = tok.encode_batch(["ab", "cd"])
     out = Probe(1, 0)(1, model, lambda: model.loss(model(images, targets, lengths), targets, lengths))
@@ -154,7 +154,7 @@ def test_the_quick_comparison_rests_bn_on_100_values_at_batch_2():
     from cvlab.config import load_config
 
     cfg = load_config("experiments/compare_norms_quick.yaml")
-    model = build_model(cfg.model, tokenizer_for(cfg).num_classes, 1).train()
+    model = build_model(cfg.model, tokenizer_for(cfg).num_classes, 1).model.train()
     sizes = statistic_sizes(model, lambda: model(torch.rand(2, 1, 32, 100)))
     assert min(s["nhw"] for s in sizes.values()) == 100 and max(s["nhw"] for s in sizes.values()) == 6400
 
@@ -164,7 +164,7 @@ def test_the_quick_comparison_rests_bn_on_100_values_at_batch_2():
 def _alexnet(norm: dict, **backbone) -> nn.Module:
     cfg = ModelCfg.model_validate({"backbone": {"name": "alexnet", "size": "tiny", **backbone}, "norm": norm,
                                    "sequence": {"hidden": 16, "layers": 1}})
-    return build_model(cfg, 12).backbone
+    return build_model(cfg, 12).model.backbone
 
 
 def test_alexnet_lrn_follows_the_relu_of_conv_1_and_2_only():
@@ -194,21 +194,21 @@ def test_group_norm_degeneration_is_reported_by_layer_name():
     def built(norm: dict, width: float = 1.0):
         cfg = _cfg(model={"backbone": {"name": "vgg", "size": "tiny", "norm_at": "all", "width": width},
                           "norm": {"name": "group", **norm}})
-        model = build_model(cfg.model, 12)
-        return model, adjustment_messages(cfg, model.norm_adjustments, model.norm_degenerate)
+        out = build_model(cfg.model, 12)
+        return out, adjustment_messages(cfg, out.adjustments, out.degenerate)
 
     # tiny CRNN widths 16-32-64-64-96-96; at least 2 channels per group (the default): nothing degenerates
-    model, lines = built({"groups": 32})
-    groups = [m.num_groups for m in model.modules() if isinstance(m, nn.GroupNorm)]
-    assert groups == [8, 16, 32, 32, 32, 32] and model.norm_degenerate == {}
+    out, lines = built({"groups": 32})
+    groups = [m.num_groups for m in out.model.modules() if isinstance(m, nn.GroupNorm)]
+    assert groups == [8, 16, 32, 32, 32, 32] and out.degenerate == {}
     assert any("min_channels_per_group=2" in line and "16 channels" in line for line in lines)
     # one channel per group allowed: 16 and exactly 32 channels in 32 groups are instance norm, named
-    model, lines = built({"groups": 32, "min_channels_per_group": 1})
-    assert model.norm_degenerate == {"backbone.features.0.1": "instance", "backbone.features.2.1": "instance"}
+    out, lines = built({"groups": 32, "min_channels_per_group": 1})
+    assert out.degenerate == {"backbone.features.0.1": "instance", "backbone.features.2.1": "instance"}
     assert any("instance norm in 2 layer(s): backbone.features.0.1, backbone.features.2.1" in line for line in lines)
     # 2-3 channel layers (width 1/8) cannot hold 2 groups of 2: one group, layer norm, named
-    model, lines = built({"groups": 32}, width=0.125)
-    assert model.norm_degenerate["backbone.features.0.1"] == "layer"
+    out, lines = built({"groups": 32}, width=0.125)
+    assert out.degenerate["backbone.features.0.1"] == "layer"
     assert any("it is layer norm" in line and "backbone.features.0.1" in line for line in lines)
 
 
@@ -222,8 +222,8 @@ def _rows(cells: dict) -> list[dict]:
                                  "nhw_min", "values_per_stat_min", "bn_gap_max", "bn_mean_err_max", "bn_var_err_max",
                                  "clipped_share", "loss_variation", "beta_smoothness", "update_loss_variation",
                                  "update_beta_smoothness", "grad_norm_first", "grad_norm_last"))
-            row.update(norm=norm, batch_size=bs, seed=seed, status="done", word_acc=acc, cer=1 - acc, lr=1e-3,
-                       lr_scaling="sqrt")
+            row.update(name=f"norm={norm},bs={bs},seed={seed}", norm=norm, batch_size=bs, seed=seed, status="done",
+                       word_acc=acc, cer=1 - acc, lr=1e-3, lr_scaling="sqrt")
             rows.append(row)
     return rows
 

@@ -31,6 +31,15 @@ def test_check_prints_and_writes_json(cli, tmp_path):
     assert r["label_lengths"] == {"3": 1, "5": 1, "11": 2}
 
 
+def test_check_root_with_a_colon(cli, tmp_path):
+    """--type/--root/--split build the spec directly: a `:` in the root is part of the path, not a separator."""
+    root = make_folder(tmp_path / "scans:2024" / "f")
+    code, out, err = cli("data", "check", "--type", "folder", "--root", root, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    r = json.loads((tmp_path / "r.json").read_text())["folder"]
+    assert r["samples"] == 4 and r["readable"] == 3
+
+
 def test_check_experiment_uses_its_charset(cli, tmp_path, write_exp):
     root = make_icdar(tmp_path / "ic")
     exp = tiny_experiment(data={"charset": "alnum62", "val": [{"type": "ic13", "root": str(root), "split": "test"}]})

@@ -50,7 +50,7 @@ def test_folder(tmp_path):
     # the collate function drops the broken sample and says so; the loader counts it
     images, labs = collate([ds[0], ds[2], ds[3]])
     assert images.shape[0] == 2 and labs == ["Hello world", "spaced path"] and len(labs.dropped) == 1
-    loader = eval_loader(ds, 3, 0)
+    loader = eval_loader(ds, 3, workers=0)
     assert sum(len(lab) for _, lab in loader) == 3
     assert loader.load_report.dropped["image unreadable at load time"] == 1
     assert loader.new_problems() and not loader.new_problems()  # reported once

@@ -75,7 +75,7 @@ def test_attention_beam_of_one_is_greedy_and_wider_beams_score_at_least_as_well(
     exp["model"]["backbone"]["width"] = 0.5
     cfg = Experiment.model_validate(exp)
     torch.manual_seed(0)
-    model = build_model(cfg.model, AttentionTokenizer(CHARSET).num_classes).eval()
+    model = build_model(cfg.model, AttentionTokenizer(CHARSET).num_classes).model.eval()
     images = torch.rand(4, 1, 32, 64)
     with torch.no_grad():
         logits = model(images)
@@ -99,7 +99,7 @@ def test_the_lm_settles_an_ambiguous_character(tmp_path):
     assert tok.decode(CTCHead(4, tok.num_classes)._greedy(logits)[0][0]) == "tbe"
     assert tok.decode(CTCBeam(tok, 8)(None, None, logits)[0][0]) == "tbe"
     lm = _lm(tmp_path, ["the", "there", "other", "three", "the", "what", "bet", "beer"])
-    assert tok.decode(CTCBeam(tok, 8, lm, lm_weight=1.0)(None, None, logits)[0][0]) == "the"
+    assert tok.decode(CTCBeam(tok, 8, lm=lm, lm_weight=1.0)(None, None, logits)[0][0]) == "the"
 
 
 def _ctc_by_enumeration(lp: torch.Tensor, tok, words) -> dict:
@@ -148,14 +148,14 @@ def test_an_unsure_reading_gets_its_word_without_falling_back():
 def test_lexicon_answers_are_lexicon_words_with_or_without_lm(tmp_path):
     tok = CTCTokenizer(CHARSET)
     lm = _lm(tmp_path, ["hello", "help", "world", "tree", "slow", "bars", "the", "walls"])
-    for beam in (CTCBeam(tok, 8), CTCBeam(tok, 8, exact_words=0), CTCBeam(tok, 8, lm, lm_weight=1.0)):
+    for beam in (CTCBeam(tok, 8), CTCBeam(tok, 8, exact_words=0), CTCBeam(tok, 8, lm=lm, lm_weight=1.0)):
         # reads "bab": without the end-of-word marker the trie would allow "b" + "ab"
         assert beam.lexicon(peaked(tok, ["b", "-", "a", "-", "b"])[0], ("ab", "b", "ba")) in ("ab", "b", "ba")
         assert beam.lexicon(peaked(tok, ["w", "o", "r", "-", "l", "l", "-", "l", "s"])[0],
                             ("walls", "tools", "rolls", "there")) == "walls"
     gen = torch.Generator().manual_seed(1)
     words = ("hello", "help", "world", "tree", "slow", "bars")
-    exact, search = CTCBeam(tok, 8, lm, lm_weight=1.0), CTCBeam(tok, 500, lm, lm_weight=1.0, exact_words=0)
+    exact, search = CTCBeam(tok, 8, lm=lm, lm_weight=1.0), CTCBeam(tok, 500, lm=lm, lm_weight=1.0, exact_words=0)
     for _ in range(8):  # the LM adds the same word scores to either path
         logits = torch.randn(12, tok.num_classes, generator=gen) * 4
         assert exact.lexicon(logits, words) == search.lexicon(logits, words) in words
@@ -221,7 +221,7 @@ def test_cli_eval_with_beam_lm_and_a_word_lexicon(tmp_path, cli):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
-    torch.save({"model": build_model(cfg.model, 37).state_dict(), "step": 1}, run / "checkpoints" / "best.pt")
+    torch.save({"model": build_model(cfg.model, 37).model.state_dict(), "step": 1}, run / "checkpoints" / "best.pt")
     lm = _lm(tmp_path, ["hello", "world", "there"])
     (tmp_path / "words.txt").write_text("hello\nworld\n", encoding="utf-8")
     code, out, err = cli("eval", run, "--set", "eval.decoder=beam", "--set", f"eval.lm={lm}",

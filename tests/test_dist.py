@@ -92,7 +92,7 @@ def torchrun(argv: list[str], root: Path, world: int = 2) -> list[str]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     (root / "one.yaml").write_text(yaml.safe_dump(_exp(8)))
-    one, _ = start_run(load_config(root / "one.yaml"), root / "runs", "one")  # first: warms what the ranks fork
+    one, _ = start_run(load_config(root / "one.yaml"), root / "runs", name="one")  # first: warms what the ranks fork
     (root / "two.yaml").write_text(yaml.safe_dump(_exp(4)))
     printed = torchrun(["train", root / "two.yaml", "--runs-dir", root / "runs", "--name", "two"], root)
     (two,) = (root / "runs" / "two").iterdir()
@@ -109,9 +109,8 @@ def test_python_m_cvlab_is_the_cli(monkeypatch, capsys):
     assert e.value.code == 0 and "torchrun --nproc-per-node" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not os.environ.get("CVLAB_TEST_TORCHRUN"), reason="the real launcher: ~20 s; "
-                    "CVLAB_TEST_TORCHRUN=1 to run it")
 def test_real_torchrun_launch(tmp_path):
+    """The real launcher, two gloo processes on the CPU (~20 s; the suite's other workers overlap it)."""
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(_exp(4)))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -232,7 +231,7 @@ def test_sync_batch_weights_are_plain_batch_norm_weights():
         torch.manual_seed(0)
         cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny", "width": 0.25},
                                        "norm": {"name": norm}, "sequence": {"hidden": 8, "layers": 1}})
-        return build_model(cfg, 11)
+        return build_model(cfg, 11).model
 
     synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model("sync_batch"))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())

@@ -33,7 +33,7 @@ TORCHSCRIPT = [c for c in CASES if c[0] in ("vgg-batch", "vgg-weight", "tps-vgg-
 def _model(section: dict) -> torch.nn.Module:
     cfg = Experiment.model_validate({"model": {"sequence": {"hidden": 8, "layers": 1}, **section}})
     torch.manual_seed(0)
-    model = build_model(cfg.model, 12).eval()
+    model = build_model(cfg.model, 12).model.eval()
     with torch.no_grad():  # running statistics that are not the identity, so they must be exported right
         for name, t in model.state_dict().items():
             if name.endswith("running_var"):
@@ -50,7 +50,7 @@ def test_export_matches_native_at_two_widths(tmp_path, section, fmt):
     model = _model(section)
     path = tmp_path / f"m.{fmt}"
     export_model(model, path, fmt, torch.rand(2, 1, H, WIDTHS[0]))
-    diffs = check_widths(model, runner(path, fmt), 1, H, WIDTHS, 1e-4)
+    diffs = check_widths(model, runner(path, fmt), channels=1, height=H, widths=WIDTHS, tolerance=1e-4)
     assert set(diffs) == set(WIDTHS) and max(diffs.values()) <= 1e-4
 
 
@@ -58,7 +58,7 @@ def test_a_frozen_width_is_caught():
     model = _model({"backbone": {"name": "vgg", **TINY}})
     frozen = lambda x: model(x[..., :WIDTHS[0]])  # noqa: E731  (what an exporter that fixed the width computes)
     with pytest.raises(ExportMismatch, match="at width 48 .*fixed a size"):
-        check_widths(model, frozen, 1, H, WIDTHS, 1e-4)
+        check_widths(model, frozen, channels=1, height=H, widths=WIDTHS, tolerance=1e-4)
 
 
 def _run(tmp_path) -> str:
@@ -68,7 +68,7 @@ def _run(tmp_path) -> str:
     exp["model"]["backbone"].update(width=0.25)
     cfg = Experiment.model_validate(exp)
     torch.manual_seed(0)
-    model = build_model(cfg.model, 37)
+    model = build_model(cfg.model, 37).model
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")

@@ -23,7 +23,7 @@ def test_ctc_frames_count_adjacent_repeats():
     assert ctc_frames_needed(tok.encode("abc")) == 3
     assert ctc_frames_needed(tok.encode("ball")) == 5  # b a l _ l
     assert ctc_frames_needed(tok.encode("aaa")) == 5
-    limits = LabelLimits(tok, "ctc", 4, None, None)
+    limits = LabelLimits(tok, "ctc", frames=4, max_length=None, max_label_length=None)
     assert limits.why("abca") is None and limits.why("ball") is not None  # 4 characters, but 5 frames
 
 
@@ -42,7 +42,7 @@ def _setup(tmp_path, **sections):
                                 "val": []}, **sections)
     cfg = Experiment.model_validate(exp)
     tok = tokenizer_for(cfg)
-    model = build_model(cfg.model, tok.num_classes, 1)
+    model = build_model(cfg.model, tok.num_classes, 1).model
     return cfg, tok, model
 
 
@@ -60,7 +60,7 @@ def test_a_40_char_label_at_26_frames_is_dropped_and_reported(tmp_path):
     assert steps == 26 and any("26 frames" in m for m in messages)
     # its train-mode forward leaves batch-norm statistics and the model's mode as they were
     assert all(torch.equal(before[k], b) for k, b in model.named_buffers()) and not model.training
-    sets = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, steps, Sink())
+    sets = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, steps=steps, progress=Sink())
     (ds,) = sets.values()
     # 40 characters, and "aa"*13 (26 characters, 26 repeats: 52 frames) cannot be learnt; the others stay
     assert sorted(ds[i][1] for i in range(len(ds))) == ["hello", "world"]
@@ -74,23 +74,23 @@ def test_attention_max_length_and_max_label_length(tmp_path):
     cfg, tok, model = _setup(tmp_path, model={"backbone": {"name": "vgg", "size": "tiny"},
                                               "sequence": {"hidden": 32, "layers": 1},
                                               "head": {"name": "attention", "max_length": 30}})
-    (ds,) = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, 26).values()
+    (ds,) = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, steps=26).values()
     assert len(ds) == 3  # only the 40-character label is longer than 30
     cfg.data.max_label_length = 5
-    (ds,) = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, 26).values()
+    (ds,) = fit_training_labels(datasets_for(cfg, "train"), cfg, tok, steps=26).values()
     assert sorted(ds[i][1] for i in range(len(ds))) == ["hello", "world"]
     cfg.data.max_label_length = 2
     with pytest.raises(CvlabError, match="every training label"):
-        fit_training_labels(datasets_for(cfg, "train"), cfg, tok, 26)
+        fit_training_labels(datasets_for(cfg, "train"), cfg, tok, steps=26)
 
 
 def test_synth_is_not_scanned_when_no_label_can_break_the_rule():
     cfg = Experiment.model_validate(tiny_experiment())  # max_len 5, 15 frames at width 64: 2*5-1 <= 15
     tok = tokenizer_for(cfg)
     sets = datasets_for(cfg, "train")
-    assert fit_training_labels(sets, cfg, tok, 15) == sets
+    assert fit_training_labels(sets, cfg, tok, steps=15) == sets
     # at 6 frames a 5-letter word with a repeat can break it: scanned, and the label is the rendered one
     ds = next(iter(sets.values()))
-    (kept,) = fit_training_labels(sets, cfg, tok, 6).values()
+    (kept,) = fit_training_labels(sets, cfg, tok, steps=6).values()
     assert ds.label(3) == ds[3][1]
     assert 0 < len(kept) <= len(ds)

@@ -173,7 +173,7 @@ def load_all(spec_text: str, opts: list[str]) -> None:
     check_dataset(build_dataset(spec, CHARS, DATA), CHARS)
     for ds in named_datasets([spec], CHARS, DATA).values():
         report_lines(ds)
-        for _ in eval_loader(ds, 4, 0):
+        for _ in eval_loader(ds, 4, workers=0):
             pass
 
 

@@ -27,7 +27,7 @@ def _cfg(charset="abc", head="ctc", sequence=None, backbone=None):
 def _source(tmp_path, cfg, seed=0):
     torch.manual_seed(seed)
     tok = build_tokenizer(cfg.model.head.name, cfg.data.charset.chars)
-    model = build_model(cfg.model, tok.num_classes)
+    model = build_model(cfg.model, tok.num_classes).model
     path = tmp_path / f"src{seed}.pt"
     torch.save({"model": model.state_dict(), "charset": tok.charset, "config": cfg.model_dump(mode="json")}, path)
     return model, path
@@ -36,7 +36,7 @@ def _source(tmp_path, cfg, seed=0):
 def _target(cfg, seed=1):
     torch.manual_seed(seed)
     tok = build_tokenizer(cfg.model.head.name, cfg.data.charset.chars)
-    return build_model(cfg.model, tok.num_classes), tok
+    return build_model(cfg.model, tok.num_classes).model, tok
 
 
 @pytest.mark.parametrize("head,key,axis", [("ctc", "head.fc.weight", 0), ("attention", "head.cell.weight_ih", 1)])

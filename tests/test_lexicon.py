@@ -45,22 +45,25 @@ def test_word_file_lexicon_corrects_to_the_nearest_word(tmp_path):
     assert lex == ("words", ("world", "HELLO", "help"))
     tok = CTCTokenizer(CHARSET)
     rows = []
-    r, _ = evaluate(Reads("helo", tok), eval_loader(ds, 2, 0), tok, "lower36", torch.device("cpu"), rows=rows,
-                    lexicon=lex)
+    r, _ = evaluate(Reads("helo", tok), eval_loader(ds, 2, workers=0), tokenizer=tok, protocol="lower36",
+                    device=torch.device("cpu"), rows=rows, lexicon=lex)
     assert r["word_acc"] == 0.0
     # "helo" is one edit from HELLO and from help: the first in file order (HELLO) wins -> 1 of 2 correct
     assert r["lexicon"] == {"words": {"samples": 2, "word_acc": 0.5}}
     assert [row["lexicon_words"] for row in rows] == ["hello", "hello"]
-    none, _ = evaluate(Reads("helo", tok), eval_loader(ds, 2, 0), tok, "lower36", torch.device("cpu"), lexicon=None)
+    none, _ = evaluate(Reads("helo", tok), eval_loader(ds, 2, workers=0), tokenizer=tok, protocol="lower36",
+                       device=torch.device("cpu"), lexicon=None)
     assert "lexicon" not in none
 
 
 def test_dataset_lexicons_are_the_default(tmp_path):
     ds = build_dataset(parse_data_spec(f"iiit5k:{make_iiit5k(tmp_path)}:test"), CHARSET, DataCfg())
     tok = CTCTokenizer(CHARSET)
-    r, _ = evaluate(Reads("hellp", tok), eval_loader(ds, 4, 0), tok, "lower36", torch.device("cpu"))
+    r, _ = evaluate(Reads("hellp", tok), eval_loader(ds, 4, workers=0), tokenizer=tok, protocol="lower36",
+                    device=torch.device("cpu"))
     assert r["lexicon"]["50"] == {"samples": 2, "word_acc": 0.5}  # hello right, private wrong
-    r, _ = evaluate(Reads("hellp", tok), eval_loader(ds, 4, 0), tok, "lower36", torch.device("cpu"), lexicon=None)
+    r, _ = evaluate(Reads("hellp", tok), eval_loader(ds, 4, workers=0), tokenizer=tok, protocol="lower36",
+                    device=torch.device("cpu"), lexicon=None)
     assert "lexicon" not in r
 
 
@@ -86,6 +89,6 @@ def test_lexicons_are_detected_per_sample_not_from_sample_0(tmp_path):
     assert not has_lexicons(ds)
     ds.items[2] = ds.items[2]._replace(lexicons={"50": ["hello", "world"]})
     assert has_lexicons(ds) and has_lexicons(Subset(ds, [0, 2])) and not has_lexicons(Subset(ds, [0, 1]))
-    r, _ = evaluate(Reads("helo", CTCTokenizer(CHARSET)), eval_loader(ds, 4, 0), CTCTokenizer(CHARSET),
-                    "lower36", torch.device("cpu"))
+    r, _ = evaluate(Reads("helo", CTCTokenizer(CHARSET)), eval_loader(ds, 4, workers=0),
+                    tokenizer=CTCTokenizer(CHARSET), protocol="lower36", device=torch.device("cpu"))
     assert r["lexicon"]["50"]["samples"] == 1  # only the sample that has one is scored with it

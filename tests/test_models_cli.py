@@ -66,14 +66,14 @@ def _preflight(*overrides: str):
 
     cfg = load_config("experiments/quickstart.yaml", ["model.sequence.hidden=16", "model.sequence.layers=1",
                                                       "model.backbone.width=0.5", *overrides])
-    return preflight(build_model(cfg.model, 38), cfg)
+    return preflight(build_model(cfg.model, 38).model, cfg)
 
 
 def test_preflight_passes_and_leaves_running_statistics_alone():
     from cvlab.engine.train.preflight import preflight
 
     cfg = load_config("experiments/quickstart.yaml", ["model.sequence.hidden=16", "model.sequence.layers=1"])
-    model = build_model(cfg.model, 37)
+    model = build_model(cfg.model, 37).model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert preflight(model, cfg)["steps"] == 24
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,7 @@ from cvlab.config import ModelCfg
 from cvlab.config.model import NormCfg
 from cvlab.engine.train.optim import param_groups
 from cvlab.models import NORMS, build_model
-from cvlab.models.norms import BatchRenorm2d, apply_weight_norm, make_norm
+from cvlab.models.norms import BatchRenorm2d, NormFactory, apply_weight_norm, make_norm, traits
 
 torch.set_num_threads(1)
 
@@ -79,10 +81,39 @@ def test_group_count_is_reduced_to_a_divisor_and_recorded_once():
 def test_googlenet_reports_its_adjusted_group_counts():
     cfg = ModelCfg.model_validate({"backbone": {"name": "googlenet", "size": "tiny", "width": 0.5},
                                    "norm": {"name": "group", "groups": 8}, "sequence": {"hidden": 16, "layers": 1}})
-    model = build_model(cfg, 12)
-    assert model.norm_adjustments  # e.g. 16 reduce channels × 1/8 = 2 channels: 2 groups, not 8
-    for c, g in model.norm_adjustments.items():
+    built = build_model(cfg, 12)
+    assert built.adjustments  # e.g. 16 reduce channels × 1/8 = 2 channels: 2 groups, not 8
+    for c, g in built.adjustments.items():
         assert c % g == 0 and g < 8
+    # returned, never pinned on the model
+    assert not hasattr(built.model, "norm_adjustments") and not hasattr(built.model, "norm_degenerate")
+    layers = {m.num_channels: m.num_groups for m in built.model.modules() if isinstance(m, nn.GroupNorm)}
+    assert all(layers[c] == g for c, g in built.adjustments.items())
+
+
+@pytest.mark.parametrize("name", list(NORMS))
+def test_the_factory_is_frozen_and_carries_the_registry_traits(name):
+    f = norm(name)
+    assert isinstance(f, NormFactory) and dataclasses.is_dataclass(f)
+    assert f.traits is NORMS[name].traits == traits(name)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.traits = traits("batch")  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.adjusted = {}  # type: ignore[misc]
+    assert f(8).norm_slot  # every module it builds marks a norm's place, identities included
+    assert NORMS[name].doc  # `models list` shows the builder's first docstring line
+
+
+def test_only_sync_batch_syncs_across_ranks():
+    assert traits("sync_batch").syncs_across_ranks and not traits("batch").syncs_across_ranks
+    assert [n for n in NORMS if traits(n).syncs_across_ranks] == ["sync_batch"]
+
+
+def test_a_model_without_group_norm_reports_no_adjustments():
+    cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny"}, "norm": {"name": "batch"},
+                                   "sequence": {"hidden": 16, "layers": 1}})
+    built = build_model(cfg, 12)
+    assert built.adjustments == {} and built.degenerate == {}
 
 
 def test_weight_norm_leaves_a_fresh_layer_unchanged():
@@ -100,7 +131,7 @@ def test_weight_norm_leaves_a_fresh_layer_unchanged():
 def test_weight_norm_model_keeps_conv_biases_and_exempts_the_magnitude_from_decay():
     cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "tiny", "norm_at": "all"},
                                    "norm": {"name": "weight"}, "sequence": {"hidden": 16, "layers": 1}})
-    model = build_model(cfg, 12)
+    model = build_model(cfg, 12).model
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert all(nn.utils.parametrize.is_parametrized(m, "weight") and m.bias is not None for m in convs)
     decay, no_decay = param_groups(model, 0.1)

@@ -52,7 +52,7 @@ def test_twenty_steps_lower_the_loss(batch, backbone, norm, head, sequence):
         "norm": {"name": norm, **({"groups": 4} if norm == "group" else {})}, "head": {"name": head, "max_length": 6},
         "sequence": {"name": sequence, "hidden": 24, "layers": 1}})
     tok = build_tokenizer(head, CHARSET)
-    model = build_model(cfg, tok.num_classes).train()
+    model = build_model(cfg, tok.num_classes).model.train()
     targets, lengths = tok.encode_batch(labels)
     opt = torch.optim.AdamW(param_groups(model, 1e-4), lr=3e-3)
     losses = []

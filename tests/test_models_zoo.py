@@ -11,6 +11,7 @@ from torch import nn
 from cvlab.config import ModelCfg
 from cvlab.config.model import BACKBONE_DEPTHS
 from cvlab.models import BACKBONES, HEADS, NORMS, SEQUENCES, build_model
+from cvlab.models.norms import make_norm
 from cvlab.models.tps import TPS
 
 NUM_CLASSES = 12
@@ -62,12 +63,12 @@ def check_one_step(model: nn.Module, head: str, size=(32, 32)):
 
 @pytest.mark.parametrize("backbone,norm,head,sequence", list(itertools.product(BACKBONES, NORMS, HEADS, SEQUENCES)))
 def test_registry_product_trains_a_step_and_decodes(backbone, norm, head, sequence):
-    check_one_step(build_model(tiny(backbone, norm, head, sequence), NUM_CLASSES), head)
+    check_one_step(build_model(tiny(backbone, norm, head, sequence), NUM_CLASSES).model, head)
 
 
 @pytest.mark.parametrize("backbone,depth", [(b, d) for b, ds in BACKBONE_DEPTHS.items() for d in ds])
 def test_every_depth_trains_a_step(backbone, depth):
-    check_one_step(build_model(tiny(backbone, "group", bb={"depth": depth}), NUM_CLASSES), "ctc")
+    check_one_step(build_model(tiny(backbone, "group", bb={"depth": depth}), NUM_CLASSES).model, "ctc")
 
 
 @pytest.mark.parametrize("act,position", [("tanh", "after_act"), ("sigmoid", "before_act"), ("gelu", "after_act"),
@@ -75,19 +76,19 @@ def test_every_depth_trains_a_step(backbone, depth):
 def test_activations_and_norm_positions(act, position):
     cfg = tiny("resnet", "group", act=act)
     cfg.norm.position = position
-    check_one_step(build_model(cfg, NUM_CLASSES), "ctc")
+    check_one_step(build_model(cfg, NUM_CLASSES).model, "ctc")
 
 
 @pytest.mark.parametrize("head", list(HEADS))
 def test_tps_transform_in_front_of_a_backbone(head):
-    check_one_step(build_model(tiny("vgg", "batch", head, transform="tps"), NUM_CLASSES), head)
+    check_one_step(build_model(tiny("vgg", "batch", head, transform="tps"), NUM_CLASSES).model, head)
 
 
 @pytest.mark.parametrize("backbone,depth", [(b, d) for b, ds in BACKBONE_DEPTHS.items() for d in (ds or (None,))])
 @pytest.mark.parametrize("height", [32, 64])
 def test_text_line_geometry_height_collapsed_width_about_a_quarter(backbone, depth, height):
     cfg = tiny(backbone, bb={"depth": depth})
-    model = build_model(cfg, NUM_CLASSES).eval()
+    model = build_model(cfg, NUM_CLASSES).model.eval()
     with torch.no_grad():
         feats = model.features(torch.rand(1, 1, height, 100))
     assert feats.shape == (1, feats.shape[1], model.backbone.out_channels)
@@ -97,14 +98,14 @@ def test_text_line_geometry_height_collapsed_width_about_a_quarter(backbone, dep
 def test_standard_crnn_is_dtrb_none_vgg_bilstm_ctc():
     cfg = ModelCfg.model_validate({"backbone": {"name": "vgg", "size": "standard"}, "norm": {"name": "batch"},
                                    "sequence": {"name": "bilstm"}, "head": {"name": "ctc"}})
-    model = build_model(cfg, 37)
+    model = build_model(cfg, 37).model
     assert sum(p.numel() for p in model.parameters()) == 8_451_621
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 1, 32, 100)).shape == (1, 24, 37)
 
 
 def test_tps_starts_as_the_identity_warp():
-    tps = TPS(1, tiny("vgg").backbone, NORMS["group"](tiny("vgg").norm), nn.ReLU).eval()
+    tps = TPS(1, tiny("vgg").backbone, make_norm(tiny("vgg", "group").norm), nn.ReLU).eval()
     x = torch.rand(2, 1, 32, 64)
     with torch.no_grad():
         assert torch.allclose(tps(x), x, atol=2e-3)  # grid exact to ~1e-5 of the image size
@@ -119,7 +120,7 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_weight_norm_spares_the_zero_initialised_tps_regressor():
-    model = build_model(tiny("vgg", "weight", transform="tps"), NUM_CLASSES).eval()
+    model = build_model(tiny("vgg", "weight", transform="tps"), NUM_CLASSES).model.eval()
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.transform(x), x, atol=2e-3)

@@ -28,7 +28,7 @@ def _snapshot(run_dir):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    run_dir, _ = start_run(load_config(raw=tiny_experiment(log={"every": 1, "image_grid": 0})), runs, "done")
+    run_dir, _ = start_run(load_config(raw=tiny_experiment(log={"every": 1, "image_grid": 0})), runs, name="done")
     return run_dir
 
 
@@ -234,7 +234,7 @@ def test_a_group_norm_run_saved_before_min_channels_per_group_rebuilds_as_it_tra
     exp = tiny_experiment(model={"backbone": {"name": "vgg", "size": "tiny", "norm_at": "all"},
                                  "norm": {"name": "group", "groups": 32}},
                           train={"steps": 1, "batch_size": 2, "eval_every": 1, "threads": 1}, log={"image_grid": 0})
-    run_dir, _ = start_run(load_config(raw=exp), tmp_path, "gn")
+    run_dir, _ = start_run(load_config(raw=exp), tmp_path, name="gn")
 
     def first_groups(model) -> int:
         return next(m for m in model.modules() if isinstance(m, nn.GroupNorm)).num_groups

@@ -23,7 +23,7 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     return gen
 
 
-def uniform(gen: torch.Generator, shape: tuple, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+def uniform(gen: torch.Generator, shape: tuple, low: float, high: float, *, like: torch.Tensor) -> torch.Tensor:
     """U[low, high) of `shape`, drawn in float32 (the same numbers whatever the image dtype), in `like`'s dtype."""
     u = torch.rand(shape, generator=gen, device=gen.device, dtype=torch.float32)
     return (low + (high - low) * u).to(like.dtype)

@@ -31,7 +31,7 @@ def _center(x: torch.Tensor) -> torch.Tensor:
 class Rotate(Op):
     def sample(self, x, gen):
         d = self.spec.degrees
-        return {"angle": uniform(gen, (x.shape[0],), -d, d, x)}
+        return {"angle": uniform(gen, (x.shape[0],), -d, d, like=x)}
 
     def apply(self, x, params):
         b = x.shape[0]
@@ -43,9 +43,9 @@ class Affine(Op):
     def sample(self, x, gen):
         b, s = x.shape[0], self.spec
         sh = math.radians(s.shear)
-        return {"scale": uniform(gen, (b,), s.scale[0], s.scale[1], x),
-                "shear": uniform(gen, (b,), -sh, sh, x).tan(),
-                "shift": uniform(gen, (b, 2), -s.translate, s.translate, x)}
+        return {"scale": uniform(gen, (b,), s.scale[0], s.scale[1], like=x),
+                "shear": uniform(gen, (b,), -sh, sh, like=x).tan(),
+                "shift": uniform(gen, (b, 2), -s.translate, s.translate, like=x)}
 
     def apply(self, x, params):
         h, w = x.shape[-2:]
@@ -62,7 +62,7 @@ class Affine(Op):
 class Perspective(Op):
     def sample(self, x, gen):
         # each corner moves inward by up to `distortion` of half the width / half the height (as torchvision)
-        return {"inward": uniform(gen, (x.shape[0], 4, 2), 0, self.spec.distortion, x)}
+        return {"inward": uniform(gen, (x.shape[0], 4, 2), 0, self.spec.distortion, like=x)}
 
     def apply(self, x, params):
         h, w = x.shape[-2:]
@@ -77,7 +77,7 @@ class Elastic(Op):
     def sample(self, x, gen):
         b, _, h, w = x.shape
         # as kornia's RandomElasticTransform: uniform noise in [-1, 1], smoothed into a displacement field
-        return {"noise": uniform(gen, (b, 2, h, w), -1, 1, x)}
+        return {"noise": uniform(gen, (b, 2, h, w), -1, 1, like=x)}
 
     def apply(self, x, params):
         s = self.spec

@@ -122,7 +122,7 @@ class LearnedWarp(Op):
         return out
 
     def learn(self, model: nn.Module, logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
-              amp=None, reduce=None) -> None:
+              *, amp=None, reduce=None) -> None:
         """One agent update from the latest training batch; `logits` is the recognizer's training forward on it.
         Call it before the recognizer's step, so both losses are measured with the same weights.
 

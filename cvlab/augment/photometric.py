@@ -18,7 +18,7 @@ from .base import Op, uniform
 class GaussianBlur(Op):
     def sample(self, x, gen):
         lo, hi = self.spec.sigma
-        return {"sigma": uniform(gen, (x.shape[0], 1), lo, hi, x).expand(-1, 2)}
+        return {"sigma": uniform(gen, (x.shape[0], 1), lo, hi, like=x).expand(-1, 2)}
 
     def apply(self, x, params):
         # one kernel size for the batch, wide enough for the largest sigma (±3 sigma), capped so the reflected
@@ -32,7 +32,7 @@ class MotionBlur(Op):
     def sample(self, x, gen):
         b, a = x.shape[0], self.spec.angle
         # direction in [-1, 1] makes the streak one-sided (a moving camera) rather than symmetric
-        return {"angle": uniform(gen, (b,), -a, a, x), "direction": uniform(gen, (b,), -1, 1, x)}
+        return {"angle": uniform(gen, (b,), -a, a, like=x), "direction": uniform(gen, (b,), -1, 1, like=x)}
 
     def apply(self, x, params):
         return motion_blur(x, self.spec.kernel, params["angle"], params["direction"]).clamp(0, 1)
@@ -41,9 +41,9 @@ class MotionBlur(Op):
 class ColorJitter(Op):
     def sample(self, x, gen):
         b, s = x.shape[0], self.spec
-        return {"brightness": uniform(gen, (b,), -s.brightness, s.brightness, x),
-                "contrast": uniform(gen, (b,), 1 - s.contrast, 1 + s.contrast, x),
-                "gamma": uniform(gen, (b,), -s.gamma, s.gamma, x).exp()}  # symmetric in log space
+        return {"brightness": uniform(gen, (b,), -s.brightness, s.brightness, like=x),
+                "contrast": uniform(gen, (b,), 1 - s.contrast, 1 + s.contrast, like=x),
+                "gamma": uniform(gen, (b,), -s.gamma, s.gamma, like=x).exp()}  # symmetric in log space
 
     def apply(self, x, params):
         x = adjust_gamma(x, params["gamma"])
@@ -68,7 +68,7 @@ class Invert(Op):
 class Jpeg(Op):
     def sample(self, x, gen):
         lo, hi = self.spec.quality
-        return {"quality": uniform(gen, (x.shape[0],), lo, hi, x)}
+        return {"quality": uniform(gen, (x.shape[0],), lo, hi, like=x)}
 
     def apply(self, x, params):
         # kornia's codec works on RGB: grey images go through as three equal channels and come back as their mean

@@ -118,21 +118,21 @@ class TextDistort(TextWarp):
         # keep their order
         r_in = min(r / 2, 0.45 * cut)
         r_corner = min(r, 0.45 * cut)
-        dx = uniform(gen, (b, 2, n), -r_in, r_in, x)
-        corner = uniform(gen, (b, 2, 2), 0, r_corner, x)
+        dx = uniform(gen, (b, 2, n), -r_in, r_in, like=x)
+        corner = uniform(gen, (b, 2, 2), 0, r_corner, like=x)
         dx[:, :, 0], dx[:, :, -1] = corner[:, :, 0], -corner[:, :, 1]
         # y: top row down, bottom row up (r <= h/2: the rows cannot cross)
         reach = torch.full((n,), r / 2, dtype=x.dtype, device=x.device)
         reach[0] = reach[-1] = r
-        dy = uniform(gen, (b, 2, n), 0, 1, x) * reach * x.new_tensor([1.0, -1.0]).view(1, 2, 1)
+        dy = uniform(gen, (b, 2, n), 0, 1, like=x) * reach * x.new_tensor([1.0, -1.0]).view(1, 2, 1)
         return torch.stack([dx, dy], dim=-1).reshape(b, 2 * n, 2)  # (B, row, point, xy) -> (B, K, 2)
 
     @staticmethod
     def _authors(x, gen, b, n, thresh):
         """The authors' tool: corners inward by U[0, thresh) in x and y, inner points by ±thresh/2 in x and y,
         either way (an inner point may leave the image by up to thresh/2)."""
-        d = uniform(gen, (b, 2, n, 2), -thresh / 2, thresh / 2, x)  # (B, row, point, xy)
-        corner = uniform(gen, (b, 2, 2, 2), 0, thresh, x)           # (B, row, left/right, xy): inward amounts
+        d = uniform(gen, (b, 2, n, 2), -thresh / 2, thresh / 2, like=x)  # (B, row, point, xy)
+        corner = uniform(gen, (b, 2, 2, 2), 0, thresh, like=x)           # (B, row, left/right, xy): inward amounts
         inward_x = x.new_tensor([1.0, -1.0]).view(1, 1, 2)          # left corners right, right corners left
         inward_y = x.new_tensor([1.0, -1.0]).view(1, 2, 1)          # top row down, bottom row up
         d[:, :, [0, -1], 0] = corner[..., 0] * inward_x
@@ -148,7 +148,7 @@ class TextStretch(TextWarp):
         b, w, n = x.shape[0], x.shape[-1], self.spec.segments + 1
         share = 0.4 if self.spec.magnitudes == "authors" else self.spec.radius  # the tool: ±(4/5 · cut)/2
         r = share * w / self.spec.segments
-        dx = uniform(gen, (b, 1, n), -r, r, x)
+        dx = uniform(gen, (b, 1, n), -r, r, like=x)
         dx[:, :, 0] = dx[:, :, -1] = 0
         dx = dx.expand(b, 2, n)
         return torch.stack([dx, torch.zeros_like(dx)], dim=-1).reshape(b, 2 * n, 2)
@@ -161,7 +161,7 @@ class TextPerspective(TextWarp):
     def moves(self, x, gen):
         b, h, n = x.shape[0], x.shape[-2], self.spec.segments + 1
         reach = 0.5 * h if self.spec.magnitudes == "authors" else self.spec.radius * h  # the tool: U[0, h/2)
-        ends = uniform(gen, (b, 2, 2), 0, reach, x)  # (B, row, left/right)
+        ends = uniform(gen, (b, 2, 2), 0, reach, like=x)  # (B, row, left/right)
         f = torch.linspace(0, 1, n, dtype=x.dtype, device=x.device)
         dy = ends[..., :1] * (1 - f) + ends[..., 1:] * f  # (B, 2, n): linear between the row's two corners
         dy = dy * x.new_tensor([1.0, -1.0]).view(1, 2, 1)  # top row down, bottom row up

@@ -63,7 +63,7 @@ def compare_norms(
     sibling TensorBoard runs, summary.csv/json, report.md and plots in the output folder."""
     from ..compare import compare_norms as compare_fn
     from ..compare import table_rows
-    from ..compare.launch import parse_options
+    from ..compare.launchers import parse_options
     from ..config import load_config
     from .progress import PlainProgress
 
@@ -72,9 +72,10 @@ def compare_norms(
     sizes = _ints(batch_sizes, "--batch-sizes") if batch_sizes else [cfg.train.batch_size]
     out_dir = out_dir or Path("runs") / "compare" / cfg.name
     err.print(f"output folder: [b]{out_dir}[/b]")
-    res = compare_fn(cfg, out_dir, names, sizes, seeds, steps, lr_scaling, jobs, smooth_every,
-                     PlainProgress(err, 10**9), launcher, _ints(gpus, "--gpus") if gpus else None,
-                     parse_options(submitit_opt), dry_run)
+    res = compare_fn(cfg, out_dir, names, sizes, seeds=seeds, steps=steps, lr_scaling=lr_scaling, jobs=jobs,
+                     smooth_every=smooth_every, progress=PlainProgress(err, 10**9), launcher=launcher,
+                     gpus=_ints(gpus, "--gpus") if gpus else None, submitit=parse_options(submitit_opt),
+                     dry_run=dry_run)
     if res.get("dry_run"):
         return
     head, body = table_rows(res["table"])

@@ -51,7 +51,7 @@ def train(
         cfg = load_config(experiment, set_)
         if init_from is not None:
             cfg.train.init_from = str(init_from)
-        run_dir, metrics = start_run(cfg, runs_dir, name, make_progress(err, cfg.log.every))
+        run_dir, metrics = start_run(cfg, runs_dir, name=name, progress=make_progress(err, cfg.log.every))
     if metrics.get("datasets"):
         out.print(_results_table(f"{cfg.name} — step {metrics['step']} (protocol {cfg.eval.protocol})",
                                  metrics["datasets"]))
@@ -96,7 +96,8 @@ def eval_(
         raise CvlabError(f"--protocol {protocol}: unknown (valid: {', '.join(PROTOCOLS)})")
     specs = [parse_data_spec(d, opt) for d in data]
     try:
-        res = evaluate_run(run, checkpoint, specs or None, protocol, tuple(set_), make_progress(err, 1))
+        res = evaluate_run(run, checkpoint, data=specs or None, protocol=protocol, overrides=tuple(set_),
+                           progress=make_progress(err, 1))
     except OutputError as e:  # computed but not saved: show the numbers, then the error (exit 2)
         _print_eval(e.result)
         raise

@@ -24,14 +24,18 @@ def _writable_file(path: Path, option: str) -> None:
 
 
 def _spec(type_: str | None, root: Path | None, split: str | None, opt: list[str]):
-    from ..config import parse_data_spec
+    from ..config.load import build_data_spec
 
     if not type_:
         raise CvlabError("give --type TYPE (and --root DIR), or an EXPERIMENT file")
     if root is None and type_ != "synth":
         raise CvlabError(f"--root is required for --type {type_} (the folder the dataset was unpacked into)")
-    text = type_ + (f":{root}" if root is not None else "") + (f":{split}" if split else "")
-    return parse_data_spec(text, opt)
+    fields, source = {"type": type_}, f"--type {type_}"  # the spec built from the options, never a joined string
+    if root is not None:
+        fields["root"], source = str(root), f"{source} --root {root}"
+    if split:
+        fields["split"], source = split, f"{source} --split {split}"
+    return build_data_spec(fields, opt, source)
 
 
 def _build(spec, charset: str, image=None):

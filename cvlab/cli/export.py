@@ -34,7 +34,8 @@ def export(
     from .progress import make_progress
 
     try:
-        res = export_run(run, fmt, out_path, verify, checkpoint, tolerance, make_progress(err, 1))
+        res = export_run(run, fmt, out=out_path, do_verify=verify, checkpoint=checkpoint, tolerance=tolerance,
+                         progress=make_progress(err, 1))
     except ExportMismatch as e:
         err.print(f"error: export check failed: {e}", markup=False, highlight=False)
         raise typer.Exit(1) from None

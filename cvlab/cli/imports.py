@@ -37,7 +37,8 @@ def dtrb(
     tensor mapping), which `cvlab eval` and `cvlab predict` then read."""
     from ..engine.import_dtrb import import_dtrb
 
-    info = import_dtrb(checkpoint, arch, character, sensitive, height, width, max_length, runs_dir, name)
+    info = import_dtrb(checkpoint, arch, character=character, sensitive=sensitive, height=height, width=width,
+                       max_length=max_length, runs_dir=runs_dir, name=name)
     out.print(f"{info['arch']}: every tensor mapped ({info['tensors']} DTRB tensors), charset of "
               f"{len(info['charset'])} characters", markup=False, highlight=False)
     out.print(f"run: {info['run']}", markup=False, highlight=False)

@@ -35,7 +35,7 @@ def list_():
     out.print(table("backbones (model.backbone.name)",
                     [(n, ", ".join(map(str, BACKBONE_DEPTHS[n])) or "-", _doc(c)) for n, c in BACKBONES.items()],
                     ("name", "depth", "what")))
-    out.print(table("norms (model.norm.name)", [(n, _doc(f)) for n, f in NORMS.items()], ("name", "what")))
+    out.print(table("norms (model.norm.name)", [(n, f.doc) for n, f in NORMS.items()], ("name", "what")))
     out.print(table("activations (model.act)", [(n, repr(f())) for n, f in ACTS.items()], ("name", "module")))
     out.print(table("sequence stages (model.sequence.name)", [(n, _doc(c)) for n, c in SEQUENCES.items()],
                     ("name", "what")))
@@ -65,8 +65,9 @@ def show(
     cfg = load_config(experiment, set_)
     img = cfg.data.image
     tokenizer = tokenizer_for(cfg)
-    model = build_model(cfg.model, tokenizer.num_classes, img.channels)
-    check = preflight(model, cfg, eval_mode=False)  # the summary's forward below is the eval-mode one
+    model, adjustments, degenerate = build_model(cfg.model, tokenizer.num_classes, img.channels)
+    # the summary's forward below is the eval-mode one
+    check = preflight(model, cfg, eval_mode=False, adjustments=adjustments, degenerate=degenerate)
     s = summarize(model, (img.channels, img.height, img.width), depth)
     m = cfg.model
     t = Table(title=f"{experiment}: {m.transform} / {m.backbone.name} / {m.norm.name} / {m.act} / "

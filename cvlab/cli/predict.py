@@ -30,7 +30,7 @@ def predict(
 
     if out_file is not None:
         check_writable_file(out_file, "--out")
-    rows = predict_fn(run, images, checkpoint, batch_size, tuple(set_))
+    rows = predict_fn(run, images, checkpoint=checkpoint, batch_size=batch_size, overrides=tuple(set_))
     bad = [r for r in rows if "error" in r]
     if out_file is not None:
         write_rows(rows, out_file)

@@ -221,7 +221,7 @@ def _last_model(cfg: Experiment, run_dir: Path):
         return None
     device = pick_device(cfg.train.device)
     tokenizer = tokenizer_for(cfg)
-    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).model.to(device)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)["model"])
     return model, tokenizer, next(iter(val.values())), device
 
@@ -252,7 +252,7 @@ def train_eval_gap(cfg: Experiment, run_dir: Path) -> dict:
                     m.train()
             acc = MetricAccumulator(cfg.eval.protocol)
             bs = max(2, cfg.train.batch_size) if mode == "train" else cfg.eval.batch_size
-            for images, labels in eval_loader(ds, bs, 0, cfg.eval.max_samples):
+            for images, labels in eval_loader(ds, bs, workers=0, max_samples=cfg.eval.max_samples):
                 if mode == "train" and images.shape[0] < 2:
                     skipped += 1  # a single leftover sample has no batch statistics: counted, not scored
                     continue
@@ -310,7 +310,7 @@ def bn_layer_stats(cfg: Experiment, run_dir: Path) -> dict[str, dict]:
         hooks.append(m.register_forward_pre_hook(hook))
     model.eval()
     try:
-        for images, _ in eval_loader(ds, bs, 0, cfg.eval.max_samples):
+        for images, _ in eval_loader(ds, bs, workers=0, max_samples=cfg.eval.max_samples):
             model(images.to(device))
     finally:
         for h in hooks:

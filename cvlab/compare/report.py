@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .grid import Variant, baseline_name, is_baseline
 from .probes import UPDATE_MULTIPLES
 from .stats import MIN_SEEDS, mean_std, significance, t_interval
 
 if TYPE_CHECKING:
     from ..config import Experiment
-    from .variants import Variant
 
 COLUMNS = ("norm", "batch_size", "seed", "status", "reason", "steps", "lr", "lr_scaling", "word_acc", "cer",
            "train_loss", "train_eval_gap", "samples_per_s", "peak_mem_mb", "steps_to_half_best", "nhw_min",
@@ -55,7 +55,7 @@ def collect(variants: list[Variant], out_dir: Path) -> tuple[list[dict], dict]:
         rec = json.loads((d / "variant.json").read_text()) if (d / "variant.json").is_file() else \
             {"status": "failed", "reason": "not run"}
         row = dict.fromkeys(COLUMNS)
-        row.update(norm=v.norm, batch_size=v.batch_size, seed=v.seed, status=rec["status"],
+        row.update(name=v.name, norm=v.norm, batch_size=v.batch_size, seed=v.seed, status=rec["status"],
                    reason=rec.get("reason", ""), steps=v.cfg.train.steps, lr=v.cfg.train.lr,
                    lr_scaling=v.lr_scaling, run_dir=str(d), train_eval_gap=rec.get("train_eval_gap"),
                    peak_mem_mb=rec.get("peak_mem_mb"))
@@ -89,7 +89,7 @@ def collect(variants: list[Variant], out_dir: Path) -> tuple[list[dict], dict]:
             r["nhw_min"] = by_bs.get(r["batch_size"])
     best = max((a for c in curves.values() for _, a in c), default=0.0)
     for row in rows:
-        curve = curves.get(f"norm={row['norm']},bs={row['batch_size']},seed={row['seed']}", [])
+        curve = curves.get(row["name"], [])
         hit = [s for s, a in curve if best > 0 and a >= 0.5 * best]
         row["steps_to_half_best"] = hit[0] if hit else None
     return rows, curves
@@ -111,7 +111,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         entry["lr"], entry["lr_scaling"] = group[0]["lr"], group[0]["lr_scaling"]
         table.append(entry)
     for e in table:
-        ref = next((x for x in table if x["norm"] == "batch" and x["batch_size"] == e["batch_size"]), None)
+        ref = next((x for x in table if is_baseline(x["norm"]) and x["batch_size"] == e["batch_size"]), None)
         e["delta_vs_batch"] = e["word_acc"] - ref["word_acc"] if ref else float("nan")
     return table
 
@@ -124,7 +124,7 @@ def _pm(m: float, s: float, scale: float = 100.0, digits: int = 2) -> str:
 
 def table_rows(table: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The aggregated table as text cells (shared by report.md and the CLI's rich table)."""
-    head = ["norm", "batch", "lr (rule)", "N·H·W", "word acc %", "CER %", "train loss", "Δ vs batch",
+    head = ["norm", "batch", "lr (rule)", "N·H·W", "word acc %", "CER %", "train loss", f"Δ vs {baseline_name()}",
             "train−eval gap", "samples/s", "peak MB", "steps to 50% best", "status"]
     body = []
     for e in table:
@@ -154,7 +154,7 @@ def _plots(out_dir: Path, rows: list[dict], curves: dict, table: list[dict]) -> 
     for ax, bs in zip(axes[0], sizes, strict=True):
         for i, norm in enumerate(norms):
             for j, r in enumerate(x for x in rows if x["norm"] == norm and x["batch_size"] == bs):
-                c = curves.get(f"norm={norm},bs={bs},seed={r['seed']}")
+                c = curves.get(r["name"])
                 if c:
                     ax.plot([s for s, _ in c], [100 * a for _, a in c], color=f"C{i}", marker=".",
                             label=norm if j == 0 else None)
@@ -294,9 +294,9 @@ def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: di
           "## Results", "",
           "Mean ± std over seeds of the finished variants. Word accuracy and CER on the first validation set at "
           "the end of training; N·H·W is the number of values behind each BN statistic in the smallest "
-          "normalized layer at that batch size; Δ vs batch is word accuracy minus batch norm's at the same batch "
-          "size; train−eval gap is word accuracy with norm layers on batch statistics minus on running "
-          "statistics.", "",
+          f"normalized layer at that batch size; Δ vs {baseline_name()} is word accuracy minus {baseline_name()} "
+          "norm's at the same batch size; train−eval gap is word accuracy with norm layers on batch statistics "
+          "minus on running statistics.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
     if any(math.isfinite(e["word_acc_ci"][0]) for e in table):

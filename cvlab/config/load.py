@@ -221,10 +221,6 @@ def dump_config(cfg: Experiment) -> str:
 
 def parse_data_spec(text: str, opts: list[str] | tuple[str, ...] = ()):
     """`TYPE[:ROOT[:SPLIT]]` plus `--opt key=value` items -> a validated dataset spec."""
-    from pydantic import TypeAdapter
-
-    from .data import DatasetSpec
-
     kind, _, rest = text.partition(":")
     raw: dict[str, Any] = {"type": kind}
     if rest:
@@ -232,6 +228,17 @@ def parse_data_spec(text: str, opts: list[str] | tuple[str, ...] = ()):
         raw["root"] = root
         if split:
             raw["split"] = split
+    return build_data_spec(raw, opts, f"--data {text}")
+
+
+def build_data_spec(fields: dict[str, Any], opts: list[str] | tuple[str, ...] = (), source: str = "--data"):
+    """A validated dataset spec from its fields (type, root, split, ...) plus `--opt key=value` items; a
+    validation error names `source` (the options the fields came from)."""
+    from pydantic import TypeAdapter
+
+    from .data import DatasetSpec
+
+    raw = dict(fields)
     for o in opts:
         path, value = parse_override(o)
         if len(path) != 1:
@@ -240,4 +247,4 @@ def parse_data_spec(text: str, opts: list[str] | tuple[str, ...] = ()):
     try:
         return TypeAdapter(DatasetSpec).validate_python(raw)
     except ValidationError as e:
-        raise CvlabError(format_error(e, f"--data {text}")) from None
+        raise CvlabError(format_error(e, source)) from None

@@ -28,7 +28,7 @@ def label_at(ds: Dataset, i: int) -> str:
 class LabelLimits:
     """The rule: `why(label)` is None for a label the head can learn, else the reason it cannot."""
 
-    def __init__(self, tokenizer: Tokenizer, head: str, frames: int, max_length: int | None,
+    def __init__(self, tokenizer: Tokenizer, head: str, *, frames: int, max_length: int | None,
                  max_label_length: int | None):
         self.tokenizer, self.head, self.frames = tokenizer, head, frames
         self.max_length, self.max_label_length = max_length, max_label_length

@@ -248,7 +248,7 @@ class StepSampler(Sampler[list[int]]):
     exactly what one process at batch G sees. `offset` (samples already seen; default start·G) lets a resumed
     run continue the same stream at another global batch (another world size)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, steps: int, start: int = 0, rank: int = 0,
+    def __init__(self, n: int, batch_size: int, *, seed: int, steps: int, start: int = 0, rank: int = 0,
                  world: int = 1, offset: int | None = None):
         self.n, self.batch_size, self.seed, self.steps, self.start = n, batch_size, seed, steps, start
         self.rank, self.world = rank, world
@@ -284,17 +284,18 @@ def _fast_loading(workers: int, pin: bool) -> dict:
     return {"pin_memory": pin, **extra}
 
 
-def train_loader(datasets: dict[str, Dataset], batch_size: int, seed: int, steps: int, start: int, workers: int,
+def train_loader(datasets: dict[str, Dataset], batch_size: int, *, seed: int, steps: int, start: int, workers: int,
                  rank: int = 0, world: int = 1, offset: int | None = None, pin: bool | None = None) -> DataLoader:
     """Step `start` onwards; under torchrun each rank passes its rank and the world size (see StepSampler)."""
     ds = ConcatDataset(list(datasets.values()))
-    sampler = StepSampler(len(ds), batch_size, seed, steps, start, rank, world, offset)
+    sampler = StepSampler(len(ds), batch_size, seed=seed, steps=steps, start=start, rank=rank, world=world,
+                          offset=offset)
     pin = torch.cuda.is_available() if pin is None else pin
     return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, keep_empty=True,
                            **_fast_loading(workers, pin))
 
 
-def eval_loader(ds: Dataset, batch_size: int, workers: int, max_samples: int | None = None,
+def eval_loader(ds: Dataset, batch_size: int, *, workers: int, max_samples: int | None = None,
                 shard: range | None = None, pin: bool | None = None) -> DataLoader:
     """`shard`: this rank's slice of the (max_samples-limited) set under torchrun; indices stay the set's own."""
     if max_samples is not None and max_samples < len(ds):

@@ -81,7 +81,7 @@ def runner(path: Path, fmt: str):
     return run
 
 
-def check_widths(model, run_exported, channels: int, height: int, widths: tuple[int, ...],
+def check_widths(model, run_exported, *, channels: int, height: int, widths: tuple[int, ...],
                  tolerance: float) -> dict[int, float]:
     """{width: largest logit difference} on random images; ExportMismatch when a shape or a value is off."""
     gen = torch.Generator().manual_seed(0)
@@ -100,7 +100,7 @@ def check_widths(model, run_exported, channels: int, height: int, widths: tuple[
     return diffs
 
 
-def verify(loaded, model, run_exported, tolerance: float, progress=None) -> dict:
+def verify(loaded, model, run_exported, *, tolerance: float, progress=None) -> dict:
     """Score the run's val sets natively and exported, under the run's protocol."""
     from ..data.charset import resolve_charset
     from ..data.loaders import eval_loader, named_datasets
@@ -116,7 +116,7 @@ def verify(loaded, model, run_exported, tolerance: float, progress=None) -> dict
             progress.message(f"verifying on {name} ({len(ds)} samples)")
         native_acc, export_acc = MetricAccumulator(cfg.eval.protocol), MetricAccumulator(cfg.eval.protocol)
         worst, changed = 0.0, 0
-        for images, labels in eval_loader(ds, cfg.eval.batch_size, cfg.data.workers):
+        for images, labels in eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers):
             with torch.no_grad():
                 a = model(images)
             b = run_exported(images)
@@ -132,7 +132,7 @@ def verify(loaded, model, run_exported, tolerance: float, progress=None) -> dict
     return out
 
 
-def export_run(run, fmt: str = "onnx", out: Path | None = None, do_verify: bool = False,
+def export_run(run, fmt: str = "onnx", *, out: Path | None = None, do_verify: bool = False,
                checkpoint: str | None = None, tolerance: float = TOLERANCE, progress=None) -> dict:
     """Export a run's checkpoint; returns what was written and checked. Raises ExportMismatch (after the
     checks ran) when the exported model disagrees with the native one beyond `tolerance`."""
@@ -153,7 +153,8 @@ def export_run(run, fmt: str = "onnx", out: Path | None = None, do_verify: bool 
     run_exported = runner(path, fmt)
     widths = (image.width, image.width + max(8, image.width // 2))
     result = {"path": str(path), "format": fmt, "checkpoint": str(loaded.checkpoint), "tolerance": tolerance}
-    result["widths"] = check_widths(model, run_exported, image.channels, image.height, widths, tolerance)
+    result["widths"] = check_widths(model, run_exported, channels=image.channels, height=image.height,
+                                    widths=widths, tolerance=tolerance)
     tok = loaded.tokenizer
     meta = {"format": fmt, "input": {"name": "images", "layout": "NCHW", "range": [0.0, 1.0],
                                     "height": image.height, "width": image.width, "channels": image.channels,
@@ -168,7 +169,7 @@ def export_run(run, fmt: str = "onnx", out: Path | None = None, do_verify: bool 
     write_json(meta, meta_path)
     result["meta"] = str(meta_path)
     if do_verify:
-        result["verify"] = verify(loaded, model, run_exported, tolerance, progress)
+        result["verify"] = verify(loaded, model, run_exported, tolerance=tolerance, progress=progress)
         bad = {k: v for k, v in result["verify"].items()
                if v["max_logit_diff"] > tolerance or v["changed_predictions"]}
         if bad:

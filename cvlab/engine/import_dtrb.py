@@ -79,7 +79,7 @@ def detect_arch(weights: dict) -> str:
     return f"{trans}-{feat}-{seq}-{pred}"
 
 
-def dtrb_config(weights: dict, arch: tuple[str, str, str, str], charset: str, height: int, width: int,
+def dtrb_config(weights: dict, arch: tuple[str, str, str, str], charset: str, *, height: int, width: int,
                 max_length: int = 25, name: str = "dtrb") -> Experiment:
     """The cvlab experiment that builds DTRB's model for these weights (sizes read off the tensors)."""
     trans, feat, seq, pred = arch
@@ -153,7 +153,7 @@ def map_weights(weights: dict, model: torch.nn.Module) -> tuple[dict, dict]:
     return state, mapping
 
 
-def import_dtrb(path: Path, arch: str | None = None, character: str | None = None, sensitive: bool = False,
+def import_dtrb(path: Path, arch: str | None = None, *, character: str | None = None, sensitive: bool = False,
                 height: int = 32, width: int = 100, max_length: int = 25, runs_dir: Path = Path("runs"),
                 name: str | None = None) -> dict:
     """Convert a DTRB .pth into a new cvlab run (config.yaml, checkpoints/best.pt, import.json) that
@@ -185,9 +185,10 @@ def import_dtrb(path: Path, arch: str | None = None, character: str | None = Non
     charset = character if character is not None else CHARSETS["sensitive" if sensitive else "default"]
     if len(set(charset)) != len(charset):
         raise CvlabError("--character: a character appears twice; DTRB's classes are one per character")
-    cfg = dtrb_config(weights, stages, charset, height, width, max_length, name or f"dtrb-{'-'.join(stages)}")
+    cfg = dtrb_config(weights, stages, charset, height=height, width=width, max_length=max_length,
+                      name=name or f"dtrb-{'-'.join(stages)}")
     tok = build_tokenizer(cfg.model.head.name, charset)
-    model = build_model(cfg.model, tok.num_classes, cfg.data.image.channels)
+    model = build_model(cfg.model, tok.num_classes, cfg.data.image.channels).model
     state, mapping = map_weights(weights, model)
     model.load_state_dict(state)
     run = new_run_dir(runs_dir, cfg.name)

@@ -86,7 +86,7 @@ def collect(inputs: list[str]) -> list[Source]:
 
 
 @torch.no_grad()
-def predict(run_or_ckpt, inputs: list[str], checkpoint: str | None = None, batch_size: int = 64,
+def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, batch_size: int = 64,
             overrides: tuple[str, ...] = ()) -> list[dict]:
     """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images)."""
     from .eval.decode import build_decoder

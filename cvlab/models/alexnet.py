@@ -28,8 +28,7 @@ class AlexNet(nn.Module):
         super().__init__()
         c = [scaled(w, cfg) for w in (64, 192, 384, 256, 256)]
 
-        traits = getattr(norm, "traits", None)
-        first = None if cfg.norm_at == "all" or traits is None else traits.first_stages
+        first = None if cfg.norm_at == "all" else norm.traits.first_stages
         self.normed = set(range(5)) if first is None else set(range(first))  # conv stages with a norm
 
         def block(i: int, cin: int, cout: int, k: int, s, p: int) -> nn.Sequential:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -30,8 +32,6 @@ class Recognizer(nn.Module):
         self.transform = transform if transform is not None else nn.Identity()
         self.backbone, self.sequence, self.head = backbone, sequence, head
         self.dropout = nn.Dropout(dropout)
-        self.norm_adjustments: dict[int, int] = {}
-        self.norm_degenerate: dict[str, str] = {}  # group norm layers that are instance or layer norm, by name
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.transform(images * 2.0 - 1.0)          # [0, 1] -> [-1, 1]; rectified, same size
@@ -56,7 +56,17 @@ def _lookup(key: str, name: str, table: dict):
     return table[name]
 
 
-def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Recognizer:
+class Built(NamedTuple):
+    """`build_model`'s result: the model and what building it had to change, for the caller to report.
+    - `adjustments`: {channels: groups used} for every group count group norm had to change;
+    - `degenerate`: {layer name: 'instance' | 'layer'} for every group norm layer that is one of those."""
+
+    model: Recognizer
+    adjustments: dict[int, int]
+    degenerate: dict[str, str]
+
+
+def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Built:
     backbone_cls = _lookup("model.backbone.name", cfg.backbone.name, BACKBONES)
     sequence_cls = _lookup("model.sequence.name", cfg.sequence.name, SEQUENCES)
     head_cls = _lookup("model.head.name", cfg.head.name, HEADS)
@@ -71,7 +81,5 @@ def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Recogn
     model = Recognizer(backbone, sequence, head, cfg.dropout, transform)
     if norm.traits.reparametrizes:
         apply_weight_norm(model)
-    model.norm_adjustments = dict(getattr(norm, "adjusted", {}))
-    if norm.traits.grouped:
-        model.norm_degenerate = degenerate_groups(model)
-    return model
+    degenerate = degenerate_groups(model) if norm.traits.grouped else {}
+    return Built(model, dict(norm.adjusted), degenerate)

@@ -1,16 +1,16 @@
 """Normalization and activation factories. Contract (DESIGN §4.3): `factory(num_channels) -> nn.Module` on NCHW.
 
-`make_norm(cfg)` resolves a name once; backbones only ever see the factory. Every registered builder carries
-its `NormTraits` (`NORMS[name].traits`), and so does every factory, with two more attributes:
-- `adjusted`: {channels: groups used} for every group count that had to change (reported once by the caller);
-- `replaces_bias`: whether the layer has its own shift, which makes the preceding conv's bias redundant.
+`make_norm(cfg)` resolves a name once; backbones only ever see the factory (a `NormFactory`). Every registry
+entry (`NORMS[name]`, a `Norm`) pairs a builder with its `NormTraits`, and so does every factory, with one more
+field: `adjusted`, {channels: groups used} for every group count that had to change (reported once by
+`build_model`'s caller).
 `weight` is not a layer: its factory gives Identity and `build_model` reparametrizes every conv/linear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,6 @@ from torch import nn
 
 from ..config.model import NormCfg
 from ..errors import CvlabError
-
-NormFactory = Callable[[int], nn.Module]
 
 
 def _largest_divisor(channels: int, at_most: int) -> int:
@@ -101,26 +99,38 @@ class NormTraits:
     baseline: bool = False
 
 
-def _register(**traits):
-    """Attach the norm's traits to its builder (the registry stays a plain dict of functions)."""
-    def wrap(builder):
-        builder.traits = NormTraits(**traits)
-        return builder
-    return wrap
+# A builder turns the config into `make(channels) -> nn.Module`; it writes every group count it had to change
+# into `adjusted` (the factory's own dict), and every other builder ignores it.
+Builder = Callable[[NormCfg, dict[int, int]], Callable[[int], nn.Module]]
 
 
-def _factory(fn: Callable[[int], nn.Module], traits: NormTraits) -> NormFactory:
-    """`fn` as a factory: its modules are marked `norm_slot` (identities included, so probes find every place a
-    norm sits), and it carries `adjusted`, `traits` and `replaces_bias`."""
-    def factory(c: int) -> nn.Module:
-        m = fn(c)
+@dataclass(frozen=True)
+class Norm:
+    """A registry entry: the builder and the traits of one norm."""
+
+    build: Builder
+    traits: NormTraits
+
+    @property
+    def doc(self) -> str:
+        """The first line of the builder's docstring (what `cvlab models list` shows)."""
+        return ((self.build.__doc__ or "").strip().splitlines() or [""])[0]
+
+
+@dataclass(frozen=True)
+class NormFactory:
+    """The norm a model receives: `factory(channels)` builds the layer and marks it `norm_slot` (identities
+    included, so probes find every place a norm sits). `adjusted` is filled while the model is built (the dict
+    is mutable although the factory is not)."""
+
+    make: Callable[[int], nn.Module]
+    traits: NormTraits
+    adjusted: dict[int, int] = field(default_factory=dict)
+
+    def __call__(self, channels: int) -> nn.Module:
+        m = self.make(channels)
         m.norm_slot = True
         return m
-
-    factory.adjusted = fn.adjusted = {}  # type: ignore[attr-defined]  (the same dict: `fn` writes to its own)
-    factory.traits = traits  # type: ignore[attr-defined]
-    factory.replaces_bias = traits.replaces_bias  # type: ignore[attr-defined]
-    return factory
 
 
 def values_per_statistic(m: nn.Module, shape: tuple[int, int, int, int]) -> int | None:
@@ -151,24 +161,21 @@ def degenerate_groups(model: nn.Module) -> dict[str, str]:
     return out
 
 
-@_register(uses_batch_stats=True, baseline=True)
-def _batch(cfg: NormCfg) -> NormFactory:
+def _batch(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """BatchNorm2d (Ioffe & Szegedy 2015): batch statistics in training, running ones at eval."""
-    return _factory(lambda c: nn.BatchNorm2d(c), _batch.traits)
+    return lambda c: nn.BatchNorm2d(c)
 
 
-@_register(uses_batch_stats=True, syncs_across_ranks=True)
-def _sync_batch(cfg: NormCfg) -> NormFactory:
+def _sync_batch(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """SyncBatchNorm under torchrun on GPUs: batch statistics over the global batch, not each GPU's. Built as
     plain BatchNorm2d (same weights, so checkpoints, eval and export see plain BN); the training engine converts
     it when it runs distributed on CUDA."""
-    return _factory(lambda c: nn.BatchNorm2d(c), _sync_batch.traits)
+    return lambda c: nn.BatchNorm2d(c)
 
 
-@_register(uses_batch_stats=True, relaxation="renorm_warmup")
-def _batch_renorm(cfg: NormCfg) -> NormFactory:
+def _batch_renorm(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """Batch Renormalization (Ioffe 2017): BatchNorm corrected towards running statistics."""
-    return _factory(lambda c: BatchRenorm2d(c, warmup=cfg.renorm_warmup), _batch_renorm.traits)
+    return lambda c: BatchRenorm2d(c, warmup=cfg.renorm_warmup)
 
 
 def group_count(channels: int, groups: int, min_per_group: int) -> int:
@@ -177,10 +184,9 @@ def group_count(channels: int, groups: int, min_per_group: int) -> int:
     return _largest_divisor(channels, max(1, min(groups, channels // min_per_group)))
 
 
-@_register(grouped=True)
-def _group(cfg: NormCfg) -> NormFactory:
+def _group(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """GroupNorm (Wu & He 2018): `groups` (or `channels_per_group`), reduced to a divisor when needed."""
-    def factory(c: int) -> nn.Module:
+    def make(c: int) -> nn.Module:
         if cfg.channels_per_group:
             g = _largest_divisor(c, max(1, c // cfg.channels_per_group))
             changed = g * cfg.channels_per_group != c
@@ -188,53 +194,55 @@ def _group(cfg: NormCfg) -> NormFactory:
             g = group_count(c, cfg.groups, cfg.min_channels_per_group)
             changed = g != cfg.groups
         if changed:
-            factory.adjusted[c] = g  # type: ignore[attr-defined]
+            adjusted[c] = g
         return nn.GroupNorm(g, c)
 
-    return _factory(factory, _group.traits)
+    return make
 
 
-@_register()
-def _layer(cfg: NormCfg) -> NormFactory:
+def _layer(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """GroupNorm(1, C): the Group Normalization paper's LayerNorm over (C, H, W), per-channel affine."""
-    return _factory(lambda c: nn.GroupNorm(1, c), _layer.traits)
+    return lambda c: nn.GroupNorm(1, c)
 
 
-@_register()
-def _layer_channels(cfg: NormCfg) -> NormFactory:
+def _layer_channels(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """LayerNorm over the channels at each position (ConvNeXt's LayerNorm2d)."""
-    return _factory(LayerNorm2d, _layer_channels.traits)
+    return LayerNorm2d
 
 
-@_register()
-def _instance(cfg: NormCfg) -> NormFactory:
+def _instance(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """InstanceNorm2d with a learned affine (PyTorch's default has none)."""
-    return _factory(lambda c: nn.InstanceNorm2d(c, affine=True), _instance.traits)
+    return lambda c: nn.InstanceNorm2d(c, affine=True)
 
 
-@_register(position="after_act", first_stages=2, replaces_bias=False)
-def _lrn(cfg: NormCfg) -> NormFactory:
+def _lrn(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """AlexNet's local response norm: b = a / (k + α·Σ a²)^β over n=5 channels, k=2, α=1e-4, β=0.75."""
     # PyTorch divides alpha by the window size n; the paper does not. So the paper's α=1e-4 is alpha=5e-4 here.
     # Krizhevsky et al. 2012 apply it after the ReLU of conv 1 and 2 only (the traits; AlexNet follows them).
-    return _factory(lambda c: nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0), _lrn.traits)
+    return lambda c: nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
 
 
-@_register(replaces_bias=False, reparametrizes=True)
-def _weight(cfg: NormCfg) -> NormFactory:
+def _weight(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """Weight normalization (Salimans & Kingma 2016) on every conv/linear; no normalization layer."""
-    return _factory(lambda c: nn.Identity(), _weight.traits)
+    return lambda c: nn.Identity()
 
 
-@_register(replaces_bias=False)
-def _none(cfg: NormCfg) -> NormFactory:
+def _none(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
     """No normalization."""
-    return _factory(lambda c: nn.Identity(), _none.traits)
+    return lambda c: nn.Identity()
 
 
-NORMS: dict[str, Callable[[NormCfg], NormFactory]] = {
-    "batch": _batch, "sync_batch": _sync_batch, "batch_renorm": _batch_renorm, "group": _group, "layer": _layer,
-    "layer_channels": _layer_channels, "instance": _instance, "lrn": _lrn, "weight": _weight, "none": _none,
+NORMS: dict[str, Norm] = {
+    "batch": Norm(_batch, NormTraits(uses_batch_stats=True, baseline=True)),
+    "sync_batch": Norm(_sync_batch, NormTraits(uses_batch_stats=True, syncs_across_ranks=True)),
+    "batch_renorm": Norm(_batch_renorm, NormTraits(uses_batch_stats=True, relaxation="renorm_warmup")),
+    "group": Norm(_group, NormTraits(grouped=True)),
+    "layer": Norm(_layer, NormTraits()),
+    "layer_channels": Norm(_layer_channels, NormTraits()),
+    "instance": Norm(_instance, NormTraits()),
+    "lrn": Norm(_lrn, NormTraits(position="after_act", first_stages=2, replaces_bias=False)),
+    "weight": Norm(_weight, NormTraits(replaces_bias=False, reparametrizes=True)),
+    "none": Norm(_none, NormTraits(replaces_bias=False)),
 }
 
 
@@ -242,7 +250,7 @@ def traits(name: str) -> NormTraits:
     """The registered norm's traits (CvlabError naming the valid norms for an unknown one)."""
     if name not in NORMS:
         raise CvlabError(f"model.norm.name: unknown norm {name!r} (valid: {', '.join(NORMS)})")
-    return NORMS[name].traits  # type: ignore[attr-defined]
+    return NORMS[name].traits
 
 
 def resolved_position(cfg: NormCfg) -> str:
@@ -260,8 +268,10 @@ ACTS: dict[str, Callable[[], nn.Module]] = {
 
 
 def make_norm(cfg: NormCfg) -> NormFactory:
-    traits(cfg.name)  # an unknown name fails here, listing the valid ones
-    return NORMS[cfg.name](cfg)
+    """The configured norm's factory (CvlabError naming the valid norms for an unknown name)."""
+    norm_traits = traits(cfg.name)  # an unknown name fails here, listing the valid ones
+    adjusted: dict[int, int] = {}  # the builder writes to the factory's own dict
+    return NormFactory(NORMS[cfg.name].build(cfg, adjusted), norm_traits, adjusted)
 
 
 def make_act(name: str) -> Callable[[], nn.Module]:
@@ -288,7 +298,7 @@ def conv_norm_act(cin: int, cout: int, k, s, p, norm: NormFactory | None, act: C
     follows it directly (before_act); after the activation the bias still shapes what the activation sees."""
     if norm is None:
         return nn.Sequential(nn.Conv2d(cin, cout, k, s, p), act())
-    bias = not (getattr(norm, "replaces_bias", True) and position == "before_act")
+    bias = not (norm.traits.replaces_bias and position == "before_act")
     layers = [nn.Conv2d(cin, cout, k, s, p, bias=bias), norm(cout), act()]
     if position == "after_act":
         layers[1], layers[2] = layers[2], layers[1]

@@ -24,7 +24,7 @@ from .norms import NormFactory, conv_norm_act
 
 
 def _conv_norm(cin: int, cout: int, k: int, s, p, norm: NormFactory) -> nn.Sequential:
-    bias = not getattr(norm, "replaces_bias", True)
+    bias = not norm.traits.replaces_bias
     return nn.Sequential(nn.Conv2d(cin, cout, k, s, p, bias=bias), norm(cout))
 
 

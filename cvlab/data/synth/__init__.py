@@ -60,7 +60,7 @@ class SynthWords(Dataset):
     def __init__(self, spec: SynthSpec, charset: str, image: ImageCfg):
         self.spec, self.image = spec, image
         fold = case_fold(charset)
-        self.texts = TextSource(spec.words, spec.case, charset, fold, spec.min_len, spec.max_len)
+        self.texts = TextSource(spec.words, spec.case, charset, fold=fold, min_len=spec.min_len, max_len=spec.max_len)
         symbols = "".join(c for c in charset if not c.isspace())
         draws = set(symbols) | {c.upper() for c in symbols} | {c.lower() for c in symbols}
         if self.texts.sources != ["random"]:
@@ -134,19 +134,21 @@ class SynthWords(Dataset):
                 nb[side] = "".join(self.neighbour_chars[i] for i in rng.integers(len(self.neighbour_chars),
                                                                                   size=int(rng.integers(1, 3))))
         curve = float(rng.uniform(-s.curve.amount, s.curve.amount)) if rng.random() < s.curve.p else 0.0
-        layer_img, text_h = render_text(text, font, rng, s.kerning, curve, (nb[0], nb[1]))
+        layer_img, text_h = render_text(text, font, rng, kerning=s.kerning, curve=curve, neighbours=(nb[0], nb[1]))
         # 4. projective distortion of the text layer (before cropping, so the crop is around the warped ink)
         if rng.random() < s.distort.p:
             d = s.distort
-            layer_img = warp(layer_img, homography(*layer_img.size, rng, d.perspective, d.rotate, d.shear, text_h))
+            layer_img = warp(layer_img, homography(*layer_img.size, rng, perspective=d.perspective, rotate=d.rotate,
+                                                   shear=d.shear, text_h=text_h))
         # 6. a tight crop around the word's ink
-        T = tight_crop(layer_img, rng, s.crop.margin_y, s.crop.margin_x, bool(nb[0]), bool(nb[1]))
+        T = tight_crop(layer_img, rng, margin_y=s.crop.margin_y, margin_x=s.crop.margin_x, cut_left=bool(nb[0]),
+                       cut_right=bool(nb[1]))
         h, w = T.shape
 
         # 3. colours, border and shadow layers
         bg, fg = text_colors(s.color, rng)
         if rng.random() < s.background.p:  # 5. the background the text sits on
-            base = texture(h, w, rng, bg, s.background.kinds, fg,
+            base = texture(h, w, rng, base=bg, kinds=s.background.kinds, fg=fg,
                            second_word=lambda: (self._pick_font(rng), self.texts(rng)[0]))
         else:
             base = np.broadcast_to(bg, (h, w, 3)).astype(np.float32)
@@ -164,7 +166,8 @@ class SynthWords(Dataset):
             img = img + B[..., None] * (outline_color(bg, fg, rng) - img)
         img = img + T[..., None] * (fg - img)
         if rng.random() < s.background.p:  # natural blending over every layer, text included
-            tex = texture(h, w, rng, bg, [k for k in s.background.kinds if k != "word"] or ["noise"], fg)
+            tex = texture(h, w, rng, base=bg, kinds=[k for k in s.background.kinds if k != "word"] or ["noise"],
+                          fg=fg)
             img = blend(img, tex, rng, float(rng.uniform(*s.background.blend)))
 
         # 7. degradations, sized in output pixels

@@ -77,7 +77,7 @@ def _word(h, w, rng, base, font: ImageFont.FreeTypeFont, text: str, fg):
     return np.asarray(img, dtype=np.float32)
 
 
-def texture(h: int, w: int, rng: np.random.Generator, base: np.ndarray, kinds: list[str], fg: np.ndarray,
+def texture(h: int, w: int, rng: np.random.Generator, *, base: np.ndarray, kinds: list[str], fg: np.ndarray,
             second_word=None) -> np.ndarray:
     """(h, w, 3) float32 background in 0..255: the base colour with one or two textures over it.
     `second_word() -> (font, text)` supplies the `word` kind."""

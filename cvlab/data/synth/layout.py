@@ -18,7 +18,7 @@ def _draw_glyphs(draw, font, chars: str, advances: list[float], x: float, baseli
         x += adv + spacing
 
 
-def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generator, kerning: tuple[float, float],
+def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generator, *, kerning: tuple[float, float],
                 curve: float, neighbours: tuple[str, str]) -> tuple[Image.Image, int]:
     """(mask image: word in R, neighbours in G; the font's line height, which later stages' sizes are shares of)."""
     ascent, descent = font.getmetrics()
@@ -54,7 +54,7 @@ def render_text(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generato
     return img, h
 
 
-def homography(w: int, h: int, rng: np.random.Generator, perspective: float, rotate: float, shear: float,
+def homography(w: int, h: int, rng: np.random.Generator, *, perspective: float, rotate: float, shear: float,
                text_h: int) -> tuple[float, ...]:
     """PIL PERSPECTIVE coefficients (output -> input) for a rotation, a slant and corner jitter about the centre."""
     cx, cy = w / 2, h / 2
@@ -76,7 +76,7 @@ def warp(img: Image.Image, coeffs) -> Image.Image:
     return img.transform(img.size, Image.PERSPECTIVE, coeffs, resample=Image.BILINEAR)
 
 
-def tight_crop(img: Image.Image, rng: np.random.Generator, margin_y, margin_x,
+def tight_crop(img: Image.Image, rng: np.random.Generator, *, margin_y, margin_x,
                cut_left: bool, cut_right: bool) -> np.ndarray:
     """Crop around the word's ink (R band) with small random margins, as shares of the ink's height. A side with
     a neighbour glyph extends into it, so a part of that glyph shows at the edge, as in real word crops."""

@@ -46,7 +46,7 @@ class TextSource:
     """Draws the string to render. `fold` maps a string to what the charset can encode (case folding, as the
     tokenizer does); a word is usable when every folded character is in the charset."""
 
-    def __init__(self, words: WordsCfg, case: CaseCfg, charset: str, fold, min_len: int, max_len: int):
+    def __init__(self, words: WordsCfg, case: CaseCfg, charset: str, *, fold, min_len: int, max_len: int):
         self.fold, self.min_len, self.max_len = fold, min_len, max_len
         self.charset = set(charset)
         self.symbols = "".join(c for c in charset if not c.isspace())

@@ -43,7 +43,7 @@ def _flashlight():
 class CTCBeam:
     """flashlight beam search over a CTC head's logits (class 0 = blank), and its lexicon answers."""
 
-    def __init__(self, tokenizer, beam_size: int = 10, lm: str | None = None, lm_weight: float = 0.5,
+    def __init__(self, tokenizer, beam_size: int = 10, *, lm: str | None = None, lm_weight: float = 0.5,
                  exact_words: int = EXACT_WORDS):
         from .lm import lm_token
 
@@ -224,4 +224,4 @@ def build_decoder(cfg, tokenizer):
             raise CvlabError("eval.lm: the character LM is fused into CTC beam search only; leave it null for an "
                              "attention head")
         return AttentionBeam(ev.beam_size)
-    return CTCBeam(tokenizer, ev.beam_size, ev.lm, ev.lm_weight)
+    return CTCBeam(tokenizer, ev.beam_size, lm=ev.lm, lm_weight=ev.lm_weight)

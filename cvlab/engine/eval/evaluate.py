@@ -18,7 +18,7 @@ from .metrics import MetricAccumulator
 
 
 @torch.no_grad()
-def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, device: torch.device,
+def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, device: torch.device,
              amp: str = "none", channels_last: bool = False, keep: int = 0, rows: list | None = None,
              lexicon: str | tuple | None = "dataset", decoder=None, ctx=None) -> tuple[dict, tuple]:
     """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids. `rows`, when a list,
@@ -50,7 +50,7 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
             answers = [{k: decoder.lexicon(logits[i], tuple(w)) for k, w in (lex or {}).items() if w}
                        for i, lex in enumerate(lexicons)]
         first = len(acc.rows)
-        acc.update(preds, labels, confs, lexicons, answers)
+        acc.update(preds, labels, confidences=confs, lexicons=lexicons, answers=answers)
         if rows is not None:
             indices = getattr(labels, "indices", None) or [None] * len(labels)
             ds = getattr(loader.dataset, "ds", loader.dataset)
@@ -83,7 +83,7 @@ def evaluate(model, loader: DataLoader, tokenizer: Tokenizer, protocol: str, dev
     return result, grid
 
 
-def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = None, protocol: str | None = None,
+def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = None, protocol: str | None = None,
                  overrides: tuple[str, ...] = (), progress=None) -> dict:
     """Score a trained run: `best.pt` (or `checkpoint`: a name in checkpoints/ or a path) on the run's val
     datasets, or on `data` (dataset specs). Every evaluation is kept in its own folder under the run's `eval/`
@@ -115,9 +115,10 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
                 progress.message(f"  {name}: {line}")
             reported.add(id(rep))
         rows: list = []
-        results[name], _ = evaluate(loaded.model, eval_loader(ds, cfg.eval.batch_size, cfg.data.workers),
-                                    loaded.tokenizer, cfg.eval.protocol, loaded.device, cfg.train.amp,
-                                    cfg.train.channels_last, rows=rows, lexicon=lexicon, decoder=decoder)
+        results[name], _ = evaluate(loaded.model, eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers),
+                                    tokenizer=loaded.tokenizer, protocol=cfg.eval.protocol, device=loaded.device,
+                                    amp=cfg.train.amp, channels_last=cfg.train.channels_last, rows=rows,
+                                    lexicon=lexicon, decoder=decoder)
         results[name]["errors"] = error_summary(rows)
         all_rows[name] = rows
     out = {"run": str(run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
@@ -129,7 +130,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, data: list | None = Non
            "combined": combine(results)}
     folder = None
     try:
-        folder = eval_dir(run, loaded.checkpoint, loaded.step, cfg.eval.protocol, list(sets))
+        folder = eval_dir(run, loaded.checkpoint, step=loaded.step, protocol=cfg.eval.protocol, datasets=list(sets))
         out["dir"] = str(folder)
         for name, rows in all_rows.items():
             results[name]["predictions"] = write_predictions(folder, name, rows).name

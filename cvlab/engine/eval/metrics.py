@@ -67,7 +67,7 @@ class MetricAccumulator:
     def __post_init__(self):
         self._p = get_protocol(self.protocol)
 
-    def update(self, preds: list[str], labels: list[str], confidences: list[float] | None = None,
+    def update(self, preds: list[str], labels: list[str], *, confidences: list[float] | None = None,
                lexicons: list[dict | None] | None = None, answers: list[dict] | None = None) -> None:
         """`lexicons[i]`, when given, maps lexicon names to sample i's word list; `answers[i]`, when given, to
         the word a lexicon-constrained decoder read (else the word nearest the prediction is the answer)."""

@@ -133,7 +133,6 @@ PROTOCOLS: dict[str, Protocol] = {
                        "36-char charset adapter, labels left empty filtered (counted)",
                        _parseq_label, _PARSEQ_ADAPTER, lambda p, g: 0.0, LOWER36),  # labels are never empty
 }
-PROTOCOL_NAMES = tuple(PROTOCOLS)
 
 
 def get_protocol(name: str, key: str = "eval.protocol") -> Protocol:

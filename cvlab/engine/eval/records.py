@@ -34,7 +34,7 @@ def eval_key(checkpoint: Path, step: int, protocol: str, datasets: list[str]) ->
     return _slug(f"{checkpoint.stem}-step{step}_{protocol}_{names}")
 
 
-def eval_dir(run: Path, checkpoint: Path, step: int, protocol: str, datasets: list[str]) -> Path:
+def eval_dir(run: Path, checkpoint: Path, *, step: int, protocol: str, datasets: list[str]) -> Path:
     """A new folder for this evaluation: same key, new time; a second one within the same second gets -1."""
     base = Path(run) / "eval" / eval_key(checkpoint, step, protocol, datasets) / time.strftime("%Y%m%d-%H%M%S")
     path, i = base, 1

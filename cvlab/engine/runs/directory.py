@@ -211,7 +211,7 @@ def remove_run(run_dir: Path, created: bool, names=("config.yaml", "env.json", S
 
 
 @contextlib.contextmanager
-def open_run(run_dir: Path, cfg, device: str, progress=None, step=lambda: 0):
+def open_run(run_dir: Path, cfg, *, device: str, progress=None, step=lambda: 0):
     """The run's bookkeeping around training: take the lock, write config.yaml and env.json, and on the way out
     status.json (finished / interrupted / failed, with the step and the wall time over all sessions). A new run
     that ends before its first checkpoint (Ctrl-C, an error) is removed: nothing to resume, nothing to keep."""
@@ -239,9 +239,9 @@ def open_run(run_dir: Path, cfg, device: str, progress=None, step=lambda: 0):
             else:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else getattr(e, "status", "failed")
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                write_status(run_dir, status, step(), prior + time.time() - t0, reason)
+                write_status(run_dir, status, step=step(), wall_s=prior + time.time() - t0, reason=reason)
             raise
-        write_status(run_dir, "finished", step(), prior + time.time() - t0)
+        write_status(run_dir, "finished", step=step(), wall_s=prior + time.time() - t0)
 
 
 def _remove_partial_writes(run_dir: Path, progress=None) -> None:
@@ -256,7 +256,7 @@ def _remove_partial_writes(run_dir: Path, progress=None) -> None:
                          f"({', '.join(p.name for p in partial[:3])})")
 
 
-def write_status(run_dir: Path, status: str, step: int, wall_s: float, reason: str = "") -> None:
+def write_status(run_dir: Path, status: str, *, step: int, wall_s: float, reason: str = "") -> None:
     write_json({"status": status, "step": step, "wall_s": round(wall_s, 1), "reason": reason,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, Path(run_dir) / STATUS)
 

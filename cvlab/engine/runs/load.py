@@ -52,7 +52,7 @@ def load_run(run_or_ckpt, checkpoint: str | None = None, overrides: tuple[str, .
     tokenizer = tokenizer_for(cfg)
     if state.get("charset", tokenizer.charset) != tokenizer.charset:
         raise CvlabError(f"{ckpt_path}: trained with a different charset than {run / 'config.yaml'} names")
-    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).model.to(device)
     load_model_state(model, state["model"], ckpt_path)  # a checkpoint of another model: exit 2 naming tensors
     model.eval()
     return Loaded(run, ckpt_path, int(state.get("step", 0)), cfg, tokenizer, model, device)

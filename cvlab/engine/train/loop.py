@@ -85,7 +85,7 @@ def hparams_of(cfg: Experiment) -> dict:
             "augment": ",".join(a.op for a in cfg.augment) or "none"}
 
 
-def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resume: bool = False,
+def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, *, resume: bool = False,
           probe: Callable | None = None, session: Session | None = None) -> dict:
     """Train `cfg` in `run_dir` (created when missing; config.yaml, env.json and the lock are written here);
     returns the last metrics.json content. `resume`: continue from checkpoints/last.pt when there is one, after
@@ -104,7 +104,7 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, resu
     if state is not None:
         s.restore(state, last)
         progress.message(f"resuming {run_dir} at step {s.step}" + _world_change(state, s))
-    with ctx.on_main(lambda: open_run(run_dir, cfg, str(s.device), progress, step=lambda: s.step),
+    with ctx.on_main(lambda: open_run(run_dir, cfg, device=str(s.device), progress=progress, step=lambda: s.step),
                      "opening the run directory"):
         if s.init_report and state is None and ctx.main:
             write_json(s.init_report, run_dir / "init_from.json")
@@ -182,10 +182,11 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
 
     metrics: dict = read_json(run_dir / "metrics.json") if s.step and ctx.main else {}
     cuda = s.device.type == "cuda"
-    loader = train_loader(s.train_sets, t.batch_size, cfg.seed, t.steps, s.step, cfg.data.workers, ctx.rank,
-                          ctx.world, s.samples, pin=cuda)
-    val_loaders = {name: eval_loader(ds, cfg.eval.batch_size, cfg.data.workers, cfg.eval.max_samples,
-                                     ctx.shard(min(len(ds), cfg.eval.max_samples or len(ds))) if ctx.enabled
+    loader = train_loader(s.train_sets, t.batch_size, seed=cfg.seed, steps=t.steps, start=s.step,
+                          workers=cfg.data.workers, rank=ctx.rank, world=ctx.world, offset=s.samples, pin=cuda)
+    val_loaders = {name: eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers,
+                                     max_samples=cfg.eval.max_samples,
+                                     shard=ctx.shard(min(len(ds), cfg.eval.max_samples or len(ds))) if ctx.enabled
                                      else None, pin=cuda)
                    for name, ds in s.val_sets.items()}  # built once: their workers persist between evaluations
     guard = NonFiniteGuard()
@@ -299,7 +300,7 @@ def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, pro
     # --- the learned op's agent (Learn to Augment) updates before the recognizer does, so the two losses it
     # compares (learned vs random warps) come from the same weights
     if s.learned is not None:
-        s.learned.learn(model, logits, targets, lengths, autocast(device, t.amp),
+        s.learned.learn(model, logits, targets, lengths, amp=autocast(device, t.amp),
                         reduce=s.ctx.sum_ if s.ctx.enabled else None)  # one agent over every rank's images
 
     # --- backward, clip, step (fp16: the GradScaler skips steps whose gradients overflowed)
@@ -329,8 +330,9 @@ def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progre
     for i, (name, loader) in enumerate(loaders.items()):
         keep = cfg.log.image_grid if i == 0 and ctx.main else 0
         loader.load_report = DataReport("load")  # this evaluation's unreadable images, not every one's so far
-        result, (gi, gl, gp) = evaluate(s.model, loader, s.tokenizer, cfg.eval.protocol, s.device, t.amp,
-                                        t.channels_last, keep, ctx=ctx)
+        result, (gi, gl, gp) = evaluate(s.model, loader, tokenizer=s.tokenizer, protocol=cfg.eval.protocol,
+                                        device=s.device, amp=t.amp, channels_last=t.channels_last, keep=keep,
+                                        ctx=ctx)
         metrics["datasets"][name] = result
         if writer:
             for k in ("word_acc", "cer", "one_minus_ned"):

@@ -75,9 +75,11 @@ def _forward(model, images, cfg: Experiment, mode: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | str = "cpu",
-              progress: Progress | None = None, eval_mode: bool = True) -> dict:
-    """Check `model` (already built and on `device`) against `cfg`; returns {'steps': T, 'adjustments': {...}}.
+def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | str = "cpu", *,
+              progress: Progress | None = None, eval_mode: bool = True,
+              adjustments: dict[int, int] | None = None, degenerate: dict[str, str] | None = None) -> dict:
+    """Check `model` (already built and on `device`) against `cfg`; returns {'steps': T, 'adjustments': {...},
+    'degenerate': {...}}. `adjustments` and `degenerate` are `build_model`'s (`Built`), reported here.
     `eval_mode=False` skips the eval-mode forward (`models show` runs its own, with hooks)."""
     progress = progress or NullProgress()
     m, img = cfg.model, cfg.data.image
@@ -87,8 +89,7 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
         raise CvlabError(f"model.norm.name={m.norm.name} cannot train with train.batch_size={cfg.train.batch_size} "
                          f"(batch statistics need at least 2 samples); raise train.batch_size or use "
                          f"model.norm.name=group, layer or instance")
-    adjustments = dict(getattr(model, "norm_adjustments", {}))
-    degenerate = dict(getattr(model, "norm_degenerate", {}))
+    adjustments, degenerate = dict(adjustments or {}), dict(degenerate or {})
     for line in adjustment_messages(cfg, adjustments, degenerate):
         progress.message(line)
 
@@ -121,7 +122,7 @@ def preflight(model: torch.nn.Module, cfg: Experiment, device: torch.device | st
     return {"steps": steps, "adjustments": adjustments, "degenerate": degenerate}
 
 
-def fit_training_labels(train_sets: dict, cfg: Experiment, tokenizer, steps: int,
+def fit_training_labels(train_sets: dict, cfg: Experiment, tokenizer, *, steps: int,
                         progress: Progress | None = None) -> dict:
     """The training sets without the labels the model cannot learn from (`cvlab.data.fit`), each drop counted
     in the dataset's report and said here. A set left empty is an error naming the keys to change."""
@@ -129,8 +130,9 @@ def fit_training_labels(train_sets: dict, cfg: Experiment, tokenizer, steps: int
 
     progress = progress or NullProgress()
     m = cfg.model
-    limits = LabelLimits(tokenizer, m.head.name, steps, m.head.max_length if m.head.name == "attention" else None,
-                         cfg.data.max_label_length)
+    limits = LabelLimits(tokenizer, m.head.name, frames=steps,
+                         max_length=m.head.max_length if m.head.name == "attention" else None,
+                         max_label_length=cfg.data.max_label_length)
     out = {}
     for name, ds in train_sets.items():
         out[name], dropped = keep_fitting(ds, limits)

@@ -108,10 +108,11 @@ def _prepare(cfg: Experiment, progress: Progress | None, ctx: DistContext, init:
     if t.threads:
         torch.set_num_threads(t.threads)
     device = pick_device(dist.device_for(t.device, ctx))
-    if cfg.model.norm.name == "sync_batch" and device.type != "cuda":
-        raise CvlabError(f"model.norm.name: sync_batch (SyncBatchNorm) trains on CUDA GPUs only, under torchrun; "
-                         f"this run is on {device}: use model.norm.name=batch (each process normalizes its own "
-                         f"batch) or another norm")
+    syncs = traits(cfg.model.norm.name).syncs_across_ranks
+    if syncs and device.type != "cuda":
+        raise CvlabError(f"model.norm.name: {cfg.model.norm.name} (SyncBatchNorm) trains on CUDA GPUs only, under "
+                         f"torchrun; this run is on {device}: use model.norm.name=batch (each process normalizes "
+                         f"its own batch) or another norm")
     autocast(device, t.amp)  # fails early on an impossible amp/device pair
     amp, why = resolve_amp(device, t.amp)
     progress.message(f"device {device}, mixed precision {amp if amp != 'none' else 'off (fp32)'}: {why}")
@@ -128,13 +129,15 @@ def _prepare(cfg: Experiment, progress: Progress | None, ctx: DistContext, init:
         progress.message(f"dataset {name}: {len(ds)} samples")
         for line in report_lines(ds):  # dropped/adjusted samples, characters the charset cannot encode
             progress.message(f"  {name}: {line}")
-    model = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels).to(device)
+    built = build_model(cfg.model, tokenizer.num_classes, cfg.data.image.channels)
+    model = built.model.to(device)
     init_report = init_weights(model, cfg, tokenizer, progress) if init else None  # train.init_from
-    checked = preflight(model, cfg, device, progress)  # impossible combinations stop here (exit 2); reports group adjustments
-    train_sets = fit_training_labels(train_sets, cfg, tokenizer, checked["steps"], progress)  # no zero-loss labels
+    # impossible combinations stop here (exit 2); reports group adjustments
+    checked = preflight(model, cfg, device, progress=progress, adjustments=built.adjustments, degenerate=built.degenerate)
+    train_sets = fit_training_labels(train_sets, cfg, tokenizer, steps=checked["steps"], progress=progress)  # no zero-loss labels
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.model.norm.name == "sync_batch" and ctx.enabled:
+    if syncs and ctx.enabled:
         # same parameters and buffers (state_dict keys unchanged), so saved weights load as plain BatchNorm2d
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if ctx.enabled:
@@ -162,8 +165,8 @@ def _prepare(cfg: Experiment, progress: Progress | None, ctx: DistContext, init:
 def _norm_batch_note(cfg: Experiment, ctx: DistContext) -> str:
     """The batch a norm's statistics see: per process for plain BN, the global batch for SyncBatchNorm."""
     name, bs = cfg.model.norm.name, cfg.train.batch_size
-    if name == "sync_batch":
-        return f"model.norm.name=sync_batch normalizes over the global batch of {bs * ctx.world}"
+    if traits(name).syncs_across_ranks:
+        return f"model.norm.name={name} normalizes over the global batch of {bs * ctx.world}"
     if traits(name).uses_batch_stats:
         return f"model.norm.name={name} normalizes each process's {bs} samples (sync_batch: the global batch)"
     return f"model.norm.name={name} uses no batch statistics"
@@ -171,4 +174,4 @@ def _norm_batch_note(cfg: Experiment, ctx: DistContext) -> str:
 
 def norm_batch(cfg: Experiment, world: int) -> int:
     """How many samples a norm layer's batch statistics see per step (logged with the hparams)."""
-    return cfg.train.batch_size * (world if cfg.model.norm.name == "sync_batch" else 1)
+    return cfg.train.batch_size * (world if traits(cfg.model.norm.name).syncs_across_ranks else 1)

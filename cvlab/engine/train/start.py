@@ -12,7 +12,7 @@ from ..progress import NullProgress, Progress
 from ..runs.directory import check_writable, lock_owner, new_run_dir, refuse
 
 
-def start_run(cfg: Experiment, runs_dir: Path = Path("runs"), name: str | None = None,
+def start_run(cfg: Experiment, runs_dir: Path = Path("runs"), *, name: str | None = None,
               progress: Progress | None = None, probe=None) -> tuple[Path, dict]:
     """Check everything (config, data, device, model), then create `runs_dir/<name>/<timestamp>/` and train
     in it. Returns (run directory, final metrics). Bad input fails before the folder exists."""

@@ -20,7 +20,7 @@ def caption_grid(images: torch.Tensor, labels: list[str], preds: list[str], cols
     the prediction green when it matches, red when it does not."""
     captions = [[(f"gt:   {gt}", BLACK), (f"pred: {p}", (0, 140, 0) if p == gt else (200, 0, 0))]
                 for gt, p in zip(labels, preds, strict=True)]
-    return np.asarray(image_grid([to_pil(t) for t in images], cols, captions, min_width=160))
+    return np.asarray(image_grid([to_pil(t) for t in images], cols, captions=captions, min_width=160))
 
 
 def write_hparams(writer: SummaryWriter, hparams: dict) -> None:

@@ -1,4 +1,6 @@
-"""Where compare-norms variants train, besides the default (one after another, or `--jobs K` processes here):
+"""Where compare-norms variants train:
+
+- by default one after another in this process, or `--jobs K`: K spawned processes here at a time;
 
 - `--gpus 0,1,2,3`: one variant per GPU of this machine at a time, each in a fresh process on its own GPU;
   the next variant starts on whichever GPU frees first.
@@ -6,7 +8,7 @@
   time-out; the requeued job resumes from the variant's last.pt). Without Slurm, submitit's local executor
   runs the same jobs as processes of this machine (what the tests use).
 
-Whatever ran them, each variant is `variants.run_variant`: the same run directory, the same variant.json, so the
+Whatever ran them, each variant is `worker.run_variant`: the same run directory, the same variant.json, so the
 summary, resume-on-rerun (finished variants are skipped) and diverged-variant handling do not change.
 """
 
@@ -16,18 +18,75 @@ import contextlib
 import json
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
 from ..engine.progress import Progress
 from ..errors import CvlabError
+from .grid import Variant
+from .worker import failed, run_variant
 
 LAUNCHERS = ("local", "submitit")
 
 
-def _failed(e: BaseException) -> dict:
-    return {"status": "failed", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+def longest_first(todo: list[Variant]) -> list[Variant]:
+    """The most steps first (small batches: slowest per sample), so no long variant starts last."""
+    return sorted(todo, key=lambda v: -v.cfg.train.steps)
+
+
+def _report(progress: Progress, name: str, rec: dict, where: str = "") -> None:
+    progress.message(f"{name}{where}: {rec['status']} {rec.get('reason', '')}".rstrip())
+
+
+def launch(todo: list[Variant], out_dir: Path, every: dict, progress: Progress, *, launcher: str = "local",
+           jobs: int = 1, gpus: list[int] | None = None, submitit: dict | None = None,
+           dry_run: bool = False) -> None:
+    """Train every variant in `todo` where the options say; each writes its own record (variant.json)."""
+    if launcher == "submitit":
+        with_submitit(todo, out_dir, every, submitit or {}, progress, dry_run=dry_run)
+    elif gpus:
+        on_gpus(todo, out_dir, every, gpus, progress)
+    elif jobs > 1 and len(todo) > 1:
+        in_processes(todo, out_dir, every, jobs, progress)
+    else:
+        one_after_another(todo, out_dir, every, progress)
+
+
+def check_options(launcher: str, gpus: list[int] | None, submitit: dict | None, dry_run: bool) -> None:
+    """Refuse combinations that mean nothing, before any variant is built."""
+    if launcher not in LAUNCHERS:
+        raise CvlabError(f"--launcher {launcher}: unknown (valid: {', '.join(LAUNCHERS)})")
+    if gpus and launcher != "local":
+        raise CvlabError("--gpus packs variants onto this machine's GPUs: use it with --launcher local (with "
+                         "submitit, ask for GPUs per job: --submitit gpus_per_node=1)")
+    if (submitit or dry_run) and launcher != "submitit":
+        raise CvlabError("--submitit and --dry-run apply to --launcher submitit")
+    if gpus:
+        check_gpus(gpus)
+
+
+# --------------------------------------------------------------------------------------------- here
+
+def one_after_another(todo: list[Variant], out_dir: Path, every: dict, progress: Progress) -> None:
+    for v in todo:
+        progress.message(f"{v.name}: training {v.cfg.train.steps} steps at batch size {v.batch_size}, "
+                         f"lr {v.cfg.train.lr:.3g} ({v.lr_scaling} scaling)")
+        _report(progress, v.name, run_variant(v.cfg.model_dump(mode="json"), str(out_dir / v.name), every[v.name]))
+
+
+def in_processes(todo: list[Variant], out_dir: Path, every: dict, jobs: int, progress: Progress) -> None:
+    """`--jobs K`: K variants at a time, each in a fresh spawned process (its memory freed when it ends)."""
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_variant, v.cfg.model_dump(mode="json"), str(out_dir / v.name),
+                               every[v.name]): v for v in longest_first(todo)}
+        progress.message(f"{len(todo)} variants, {jobs} at a time, {todo[0].cfg.train.threads} thread(s) each")
+        for f in as_completed(futures):
+            try:
+                rec = f.result()
+            except Exception as e:  # noqa: BLE001  (a crashed worker process)
+                rec = failed(e)
+            _report(progress, futures[f].name, rec)
 
 
 # --------------------------------------------------------------------------------------------- --gpus
@@ -49,13 +108,11 @@ def _see_only(gpu: int) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 
-def on_gpus(todo: list, out_dir: Path, every: dict, gpus: list[int], progress: Progress) -> None:
+def on_gpus(todo: list[Variant], out_dir: Path, every: dict, gpus: list[int], progress: Progress) -> None:
     """Pack variants onto GPUs: a thread per GPU takes the next variant (most steps first) and trains it in a
     fresh spawned process that sees that GPU alone, so each variant's CUDA memory is freed when it ends."""
-    from .variants import run_variant
-
     check_gpus(gpus)
-    queue = sorted(todo, key=lambda v: -v.cfg.train.steps)
+    queue = longest_first(todo)
     lock = threading.Lock()
     progress.message(f"{len(todo)} variants on GPUs {','.join(map(str, gpus))}, one per GPU at a time")
 
@@ -72,8 +129,8 @@ def on_gpus(todo: list, out_dir: Path, every: dict, gpus: list[int], progress: P
                 try:
                     rec = pool.submit(run_variant, cfg, str(out_dir / v.name), every[v.name]).result()
                 except Exception as e:  # noqa: BLE001  (a crashed process: the other GPUs carry on)
-                    rec = _failed(e)
-            progress.message(f"{v.name} (GPU {gpu}): {rec['status']} {rec.get('reason', '')}".rstrip())
+                    rec = failed(e)
+            _report(progress, v.name, rec, f" (GPU {gpu})")
 
     with ThreadPoolExecutor(max_workers=len(gpus)) as threads:
         for f in [threads.submit(worker, g) for g in gpus]:
@@ -87,8 +144,6 @@ class VariantJob:
     same call: the new job resumes from the variant's last.pt (at most train.checkpoint_every steps lost)."""
 
     def __call__(self, cfg_json: dict, run_dir: str, smooth_every: int) -> dict:
-        from .variants import run_variant
-
         return run_variant(cfg_json, run_dir, smooth_every)
 
     def checkpoint(self, cfg_json: dict, run_dir: str, smooth_every: int):
@@ -134,7 +189,7 @@ def executor(folder: Path, options: dict):
     return ex
 
 
-def with_submitit(todo: list, out_dir: Path, every: dict, options: dict, progress: Progress,
+def with_submitit(todo: list[Variant], out_dir: Path, every: dict, options: dict, progress: Progress, *,
                   dry_run: bool = False) -> None:
     """Submit one job per variant as one job array, wait for them, report each as it ends. `dry_run`: say what
     would be submitted and submit nothing."""
@@ -157,5 +212,5 @@ def with_submitit(todo: list, out_dir: Path, every: dict, options: dict, progres
         try:
             rec = j.result()
         except Exception as e:  # noqa: BLE001  (a job that failed outside the training code)
-            rec = _failed(e)
-        progress.message(f"{names[j.job_id]} (job {j.job_id}): {rec['status']} {rec.get('reason', '')}".rstrip())
+            rec = failed(e)
+        _report(progress, names[j.job_id], rec, f" (job {j.job_id})")

@@ -1,0 +1,68 @@
+"""One compare-norms variant, trained wherever a launcher runs it: a normal run directory written by
+`engine.train.loop.train`, with the probes, and its record (`variant.json`): done, diverged, failed or
+interrupted. Whatever launched it, the record is the same, so reruns skip finished variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..atomic import write_json
+from ..config import Experiment
+from ..engine.device import pick_device
+from ..engine.progress import NullProgress, Progress
+from ..engine.train.loop import Diverged, TrainingInterrupted, train
+from ..engine.train.session import prepare
+from .probes import Probe, _peak_mem_mb, bn_layer_stats, train_eval_gap
+
+
+def failed(e: BaseException) -> dict:
+    """The record of a variant that failed outside training's own handling (its first line, or its type)."""
+    return {"status": "failed", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+
+
+def finished(run_dir: Path, steps: int) -> dict | None:
+    """The variant's record if it needs no more work: done at its step budget, or diverged."""
+    rec_path = run_dir / "variant.json"
+    if not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text())
+    if rec.get("status") == "diverged":
+        return rec
+    if rec.get("status") == "done":
+        m = run_dir / "metrics.json"
+        if m.is_file() and json.loads(m.read_text()).get("step") == steps:
+            return rec
+    return None
+
+
+def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progress | None = None) -> dict:
+    """Train one variant (resuming from last.pt when there is one) and write its variant.json record.
+    Module-level, with plain arguments, so a worker process or a cluster job can run it."""
+
+    cfg = Experiment.model_validate(cfg_json)
+    run_dir = Path(run_dir)
+    rec = {"status": "failed", "reason": ""}
+    try:
+        device = pick_device(cfg.train.device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        progress = progress or NullProgress()
+        session = prepare(cfg, progress)  # writes nothing; the probe needs its optimizer
+        probe = Probe(cfg.log.every, smooth_every, cfg.train.grad_clip, session.optimizer)
+        # the engine writes the run (config.yaml, env.json, lock), as for any other run
+        train(cfg, run_dir, progress, resume=resume, probe=probe, session=session)
+        rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir),
+               "bn_layers": bn_layer_stats(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type)}
+    except Diverged as e:
+        rec = {"status": "diverged", "reason": str(e)}
+    except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C stops the comparison; a rerun resumes this variant
+        write_json({"status": "interrupted", "reason": "interrupted"}, run_dir / "variant.json")
+        raise
+    except Exception as e:  # noqa: BLE001  (one failing variant must not stop the others)
+        rec = failed(e)
+    write_json(rec, run_dir / "variant.json")
+    return rec
