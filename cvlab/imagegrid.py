@@ -9,6 +9,18 @@ from PIL import Image, ImageDraw, ImageFont
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
+def save_image(image: Image.Image, path) -> None:
+    """Write `image` atomically (cvlab/atomic.py), in the format its suffix names (PNG for any other suffix):
+    an output that cannot be written is a CvlabError naming the path, and no half-written picture is left."""
+    from pathlib import Path
+
+    from .atomic import atomic_write
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    atomic_write(path, lambda f: image.save(f, format=fmt))
+
+
 def to_pil(t: torch.Tensor) -> Image.Image:
     """(C, H, W) in [0, 1] -> PIL image."""
     arr = (t.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()

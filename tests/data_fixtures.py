@@ -118,6 +118,22 @@ def make_iiit5k(root: Path) -> Path:
     return root
 
 
+def make_iiit5k_charbound(root: Path) -> Path:
+    """IIIT5K's `testCharBound.mat` as distributed: a 1×N struct `testCharBound` with ImgName, chars (the word,
+    case as on the image) and charBB (one x,y,w,h row per character, doubles); no GroundTruth, no lexicons."""
+    from scipy.io import savemat
+
+    png(root / "test" / "1_1.png", 30, 12)
+    png(root / "test" / "2_1.png", 32, 12)
+    arr = np.zeros((1, 3), dtype=[("ImgName", "O"), ("chars", "O"), ("charBB", "O")])
+    for k, (name, word) in enumerate([("test/1_1.png", "Private"), ("test/2_1.png", "HELLO"),
+                                      ("test/3_1.png", "Missing")]):
+        boxes = np.array([[4.0 * i, 1.0, 4.0, 10.0] for i in range(len(word))])  # n×4
+        arr[0, k] = (name, word, boxes)
+    savemat(root / "testCharBound.mat", {"testCharBound": arr})
+    return root
+
+
 SVT_XML = """<?xml version="1.0" encoding="utf-8"?>
 <tagset>
   <image>

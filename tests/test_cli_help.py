@@ -28,3 +28,13 @@ def test_every_help_has_readable_metavars(cli):
     code, out, _ = cli("eval", "--help")
     assert "KEY=VALUE" in out and "CHECKPOINT" in out
     assert "Usage: cvlab eval [OPTIONS] RUN" in out
+
+
+def test_root_help_offers_version_and_row_commands_offer_format(cli):
+    code, out, _ = cli("--help")
+    assert code == 0 and "--version" in out
+    for path in (("predict",), ("eval",), ("runs",), ("models", "list")):
+        code, out, _ = cli(*path, "--help")
+        assert code == 0 and "--format" in out and "table|tsv|json" in out, path
+    code, out, _ = cli("runs", "--help")
+    assert "</dev/null" in out and "removes nothing" in out  # what `runs clean` does without --yes

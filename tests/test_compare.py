@@ -29,7 +29,8 @@ def compared(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     exp = _exp(root)
     out = root / "out"
-    argv = ["compare-norms", str(exp), "--norms", "batch,group", "--batch-sizes", "4,2", "--out", str(out)]
+    argv = ["compare-norms", str(exp), "--norms", "batch,group", "--batch-sizes", "4,2", "--out", str(out),
+            "--protocol", "per-step"]
     assert run(argv) == 0
     return out, argv
 
@@ -111,7 +112,7 @@ def test_divergence_and_impossible_variants_do_not_stop_the_others(tmp_path, mon
 
     monkeypatch.setattr(session_mod, "build_model", build)
     base = load_config(_exp(tmp_path, steps=1, eval_every=1))
-    res = compare_norms(base, tmp_path / "out", ["batch", "group"], [2, 1])
+    res = compare_norms(base, tmp_path / "out", ["batch", "group"], [2, 1], protocol="per-step")
     status = {(r["norm"], r["batch_size"]): (r["status"], r["reason"]) for r in res["rows"]}
     assert status[("batch", 2)][0] == "done"
     assert status[("group", 2)][0] == "diverged" and status[("group", 1)][0] == "diverged"
@@ -124,8 +125,8 @@ def test_interrupted_variant_resumes(tmp_path):
     """A variant whose metrics.json is short of its budget continues from last.pt instead of starting over."""
     base = load_config(_exp(tmp_path, steps=1, eval_every=1))
     out = tmp_path / "out"
-    compare_norms(base, out, ["group"], [2], steps=1)
-    res = compare_norms(base, out, ["group"], [2], steps=2)  # a larger budget: the 1-step run is unfinished
+    compare_norms(base, out, ["group"], [2], steps=1, protocol="per-step")
+    res = compare_norms(base, out, ["group"], [2], steps=2, protocol="per-step")  # a larger budget: the 1-step run is unfinished
     assert res["rows"][0]["status"] == "done"
     d = out / "norm=group,bs=2,seed=0"
     assert json.loads((d / "metrics.json").read_text())["step"] == 2
@@ -134,7 +135,7 @@ def test_interrupted_variant_resumes(tmp_path):
 
 def test_variants_scale_steps_intervals_and_lr(tmp_path):
     base = load_config(_exp(tmp_path, steps=100, eval_every=50, warmup_steps=10, lr=0.004, checkpoint_every=30))
-    made = make_variants(base, ["batch", "layer", "batch_renorm"], [32, 8], 2, smooth_every=5)
+    made = make_variants(base, ["batch", "layer", "batch_renorm"], [32, 8], 2, smooth_every=5, protocol="per-step")
     vs = {(v.norm, v.batch_size, v.seed): v.cfg for v in made}
     assert len(vs) == 12
     small, big = vs[("batch", 8, 1)], vs[("batch", 32, 0)]
@@ -146,8 +147,8 @@ def test_variants_scale_steps_intervals_and_lr(tmp_path):
     assert vs[("batch_renorm", 8, 0)].model.norm.renorm_warmup == 4000  # the relaxation, in samples
     assert vs[("batch_renorm", 32, 0)].model.norm.renorm_warmup == 1000
     assert {v.smooth_every for v in made if v.batch_size == 8} == {20}
-    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="none")[1].cfg.train.lr == 0.004
-    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="linear")[1].cfg.train.lr == 0.001
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="none", protocol="per-step")[1].cfg.train.lr == 0.004
+    assert make_variants(base, ["group"], [32, 8], 1, lr_scaling="linear", protocol="per-step")[1].cfg.train.lr == 0.001
 
 
 def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
@@ -158,9 +159,150 @@ def test_bad_norm_exits_2_listing_valid_names(write_exp, cli, tmp_path):
 
 
 def test_jobs_run_variants_in_worker_processes(tmp_path):
+    from cvlab.engine.progress import Progress
+
+    class Recorded(Progress):
+        def __init__(self):
+            self.lines = []
+
+        def message(self, text):
+            self.lines.append(text)
+
     base = load_config(_exp(tmp_path, steps=1, eval_every=1))
-    res = compare_norms(base, tmp_path / "out", ["layer", "none"], [2], jobs=2)
+    progress = Recorded()
+    res = compare_norms(base, tmp_path / "out", ["layer", "none"], [2], jobs=2, progress=progress, protocol="per-step")
     assert [r["status"] for r in res["rows"]] == ["done", "done"]
+    for name in ("norm=layer,bs=2,seed=0", "norm=none,bs=2,seed=0"):  # what each worker process reported
+        assert f"{name}: dataset val: 24 samples" in progress.lines, progress.lines
+    assert "messages" not in json.loads((tmp_path / "out" / "norm=none,bs=2,seed=0" / "variant.json").read_text())
     for r in res["rows"]:  # threads divided between the workers
         assert load_config(f"{r['run_dir']}/config.yaml").train.threads >= 1
         assert r["peak_mem_mb"] > 0
+
+
+# --------------------------------------------------------------------------------------------- issue 22
+
+def _mtimes(out) -> dict:
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_rerun_with_other_settings_is_refused_before_training(compared, cli):
+    """The same --out with --set train.lr/model.act: exit 2 naming a variant and the keys, old and new values;
+    no variant trains, no summary is rewritten."""
+    out, argv = compared
+    before = _mtimes(out)
+    code, stdout, err = cli(*argv, "--set", "train.lr=1e-5", "--set", "model.act=tanh")
+    assert code == 2
+    line = _one_error_line(err)
+    assert f"--out {out}: norm=" in line and "was trained with" in line and "3 more variant(s)" in line
+    assert "model.act=relu" in line and "model.act=tanh" in line and "train.lr=0.001" in line
+    assert "train.lr=1e-05" in line and "use another --out" in line
+    assert "finished earlier" not in err and "training" not in err and stdout == ""
+    assert _mtimes(out) == before
+
+
+def test_smaller_steps_on_trained_variants_is_refused(compared, cli):
+    out, argv = compared
+    before = _mtimes(out)
+    code, _, err = cli(*argv, "--steps", "1")
+    line = _one_error_line(err)
+    assert code == 2 and "has trained" in line and "this command gives it" in line and "--steps" in line
+    assert _mtimes(out) == before
+
+
+def test_onecycle_variant_cannot_be_extended(tmp_path):
+    """A larger --steps resumes a variant (test_interrupted_variant_resumes) unless its schedule's length is fixed:
+    the engine's own resume check refuses it, now before any variant trains."""
+    from cvlab.errors import CvlabError
+
+    base = load_config(_exp(tmp_path, steps=1, eval_every=1, schedule="onecycle"))
+    out = tmp_path / "out"
+    compare_norms(base, out, ["none"], [2], protocol="per-step")
+    before = _mtimes(out)
+    with pytest.raises(CvlabError, match=r"norm=none,bs=2,seed=0: train.steps: .*onecycle.*use another --out"):
+        compare_norms(base, out, ["none"], [2], steps=2, protocol="per-step")
+    assert _mtimes(out) == before
+
+
+def test_summary_losing_finished_variants_keeps_the_previous(tmp_path):
+    base = load_config(_exp(tmp_path, steps=1, eval_every=1))
+    out = tmp_path / "out"
+    first = compare_norms(base, out, ["layer", "none"], [2], protocol="per-step")
+    assert first["kept_previous"] is None and first["outcome"] == "done"
+    old_csv = (out / "summary.csv").read_text()
+
+    res = compare_norms(base, out, ["layer"], [2], protocol="per-step")  # a smaller grid: its summary lacks none
+    assert "norm=none,bs=2,seed=0 not among them" in res["kept_previous"]
+    assert "summary.prev.csv" in res["kept_previous"] and "report.prev.md" in res["kept_previous"]
+    assert (out / "summary.prev.csv").read_text() == old_csv
+    with open(out / "summary.csv", encoding="utf-8") as f:
+        assert [r["norm"] for r in csv.DictReader(f)] == ["layer"]
+    prev_report = (out / "report.prev.md").read_text()
+    assert "](val_acc_vs_step.prev.png)" in prev_report and "](val_acc_vs_step.png)" not in prev_report
+    assert (out / "val_acc_vs_step.prev.png").is_file() and (out / "val_acc_vs_step.png").is_file()
+    assert len(json.loads((out / "summary.prev.json").read_text())["variants"]) == 2
+
+    res = compare_norms(base, out, ["none"], [2], protocol="per-step")  # loses layer: the earlier prev is not overwritten
+    assert "summary.prev2.csv" in res["kept_previous"]
+    assert (out / "summary.prev.csv").read_text() == old_csv
+    with open(out / "summary.prev2.csv", encoding="utf-8") as f:
+        assert [r["norm"] for r in csv.DictReader(f)] == ["layer"]
+    assert compare_norms(base, out, ["none"], [2], protocol="per-step")["kept_previous"] is None  # the same grid again: nothing lost
+
+
+def test_every_variant_diverged_exits_1(tmp_path, cli, monkeypatch):
+    import cvlab.engine.train.session as session_mod
+
+    real_build = session_mod.build_model
+
+    def build(cfg, *args):
+        built = real_build(cfg, *args)
+        real_loss = built.model.loss
+        built.model.loss = lambda *a: real_loss(*a) * float("nan")
+        return built
+
+    monkeypatch.setattr(session_mod, "build_model", build)
+    out = tmp_path / "out"
+    code, stdout, err = cli("compare-norms", _exp(tmp_path, steps=1, eval_every=1), "--norms", "layer",
+                            "--batch-sizes", "2", "--out", out)
+    assert code == 1
+    line = _one_error_line(err)
+    assert "no variant finished (1 diverged)" in line and "report.md" in line
+    assert "layer bs=2 seed=0: diverged" in stdout and (out / "summary.csv").is_file()  # reported all the same
+
+
+def test_every_variant_refused_exits_2_without_plot_warnings(tmp_path, cli):
+    """Batch norm at batch size 1 is refused by preflight (bad input): exit 2 with that reason; the summary and
+    its (empty) plots are written without matplotlib warning about a legend of nothing."""
+    import warnings
+
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = cli("compare-norms", _exp(tmp_path, steps=1, eval_every=1), "--norms", "batch",
+                           "--batch-sizes", "1", "--out", out, "--protocol", "per-step")
+    assert code == 2
+    line = _one_error_line(err)
+    assert "every variant was refused" in line and "batch bs=1 seed=0" in line and "train.batch_size=1" in line
+    assert not [w for w in caught if "matplotlib" in w.filename or "report.py" in w.filename], \
+        [str(w.message) for w in caught]
+    assert "UserWarning" not in err and (out / "acc_vs_batch_size.png").is_file()
+    assert json.loads((out / "norm=batch,bs=1,seed=0" / "variant.json").read_text())["bad_input"] is True
+
+
+def test_variant_messages_reach_the_cli(tmp_path, cli):
+    """What building the model reports (group norm's reduced group counts) is printed under the variant when it
+    trains in this process."""
+    code, _, err = cli("compare-norms", _exp(tmp_path, steps=1, eval_every=1), "--norms", "group",
+                       "--batch-sizes", "2", "--out", tmp_path / "out", "--set", "model.backbone.width=0.5")
+    assert code == 0  # width 0.5: 48 channels cannot hold 32 groups of 2
+    adjusted = [line for line in err.splitlines() if "model.norm.groups: 32 groups" in line]
+    assert adjusted and all(line.startswith("  ") for line in adjusted), err
+    assert "  dataset val: 24 samples" in err

@@ -23,14 +23,14 @@ def _exp(tmp_path):
 
 def test_submitit_local_executor_runs_a_two_variant_comparison(tmp_path, cli):
     exp, out = _exp(tmp_path), tmp_path / "out"
-    args = ["compare-norms", exp, "--norms", "batch,group", "--batch-sizes", "2", "--out", out,
+    args = ["compare-norms", exp, "--norms", "batch,group", "--batch-sizes", "2", "--out", out, "--protocol", "per-step",
             "--launcher", "submitit", "--submitit", "cluster=local", "--submitit", "timeout_min=5"]
     code, _, err = cli(*args, "--dry-run")
     assert code == 0, err
     assert err.count("would submit") == 2 and not list(out.glob("norm=*"))  # nothing trained, nothing written
     code, printed, err = cli(*args)
     assert code == 0, err
-    assert "submitit (local): 2 variant job(s)" in err and err.count("(job ") == 2
+    assert "submitit (local): 2 variant job(s)" in err and err.count("): done") == 2
     with open(out / "summary.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["norm"] for r in rows) == ["batch", "group"] and {r["status"] for r in rows} == {"done"}

@@ -1,6 +1,7 @@
 """The norm study's protocol: lr scaling per optimizer, exact probes with dropout, the optimizer's actual update,
 statistic sizes (N·H·W), canonical placements (AlexNet's LRN), group-norm degeneration reports, seed statistics."""
 
+import json
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from cvlab.compare import make_variants
 from cvlab.compare.probes import Probe, optimizer_update, smoothness, statistic_sizes
 from cvlab.compare.report import aggregate
-from cvlab.compare.stats import significance, t_interval, welch
+from cvlab.compare.stats import SHARED, comparisons, holm, t_interval
 from cvlab.config import Experiment, ModelCfg
 from cvlab.data.tokenizer import tokenizer_for
 from cvlab.engine.train.optim import DEFAULT_LR_SCALING, build_optimizer, scale_for_batch
@@ -46,11 +47,11 @@ def test_lr_scaling_rule_per_optimizer():
 
 def test_variants_take_the_optimizers_rule_and_refuse_unknown_ones():
     base = _cfg(train={"optimizer": "sgd", "lr": 0.1, "steps": 10, "eval_every": 10})
-    vs = make_variants(base, ["group"], [8, 2], 1)
+    vs = make_variants(base, ["group"], [8, 2], 1, protocol="per-step")
     assert [v.lr_scaling for v in vs] == ["linear", "linear"] and vs[1].cfg.train.lr == pytest.approx(0.025)
     assert isinstance(build_optimizer(nn.Linear(2, 2), vs[1].cfg.train), torch.optim.SGD)
     with pytest.raises(CvlabError, match="--lr-scaling"):
-        make_variants(base, ["group"], [8, 2], 1, lr_scaling="cubic")
+        make_variants(base, ["group"], [8, 2], 1, lr_scaling="cubic", protocol="per-step")
 
 
 # --------------------------------------------------------------------------------------------- exact probes
@@ -183,11 +184,11 @@ def test_alexnet_lrn_follows_the_relu_of_conv_1_and_2_only():
 
 def test_a_sweep_mixes_placements():
     base = _cfg(train={"steps": 4, "eval_every": 4})
-    vs = {v.norm: v.cfg.model.norm for v in make_variants(base, ["batch", "batch@after_act", "lrn"], [4], 1)}
+    vs = {v.norm: v.cfg.model.norm for v in make_variants(base, ["batch", "batch@after_act", "lrn"], [4], 1, protocol="per-step")}
     assert vs["batch"].position is None and vs["batch@after_act"].position == "after_act"
     assert vs["lrn"].position is None  # its published position (after the ReLU) applies
     with pytest.raises(CvlabError, match="sideways"):
-        make_variants(base, ["batch@sideways"], [4], 1)
+        make_variants(base, ["batch@sideways"], [4], 1, protocol="per-step")
 
 
 def test_group_norm_degeneration_is_reported_by_layer_name():
@@ -228,24 +229,185 @@ def _rows(cells: dict) -> list[dict]:
     return rows
 
 
-def test_seed_statistics_intervals_and_resolved_differences():
+T2 = 4.302653  # t quantile 0.975 at 2 degrees of freedom (tables)
+
+
+def test_cell_intervals():
     lo, hi = t_interval([1.0, 2.0, 3.0])
-    assert (lo + hi) / 2 == pytest.approx(2.0) and (hi - lo) / 2 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert (lo + hi) / 2 == pytest.approx(2.0) and (hi - lo) / 2 == pytest.approx(T2 / math.sqrt(3), rel=1e-6)
     assert math.isnan(t_interval([1.0])[0])
-    # Welch's p for two small samples, against the formula: t = Δ / √(s²/n + s²/n), Welch–Satterthwaite dof (here 4)
-    assert welch([0.1, 0.2, 0.3], [0.5, 0.6, 0.7]) == pytest.approx(0.00805, abs=1e-4)  # t = 4.899, 4 dof
-    rows = _rows({("batch", 32): [0.90, 0.91, 0.92], ("group", 32): [0.905, 0.92, 0.89],
-                  ("batch", 2): [0.60, 0.62, 0.61], ("group", 2): [0.90, 0.88, 0.91], ("layer", 2): [0.5, 0.7]})
+    rows = _rows({("batch", 2): [0.60, 0.62, 0.61], ("layer", 2): [0.5, 0.7]})
     table = aggregate(rows)
     cell = next(e for e in table if (e["norm"], e["batch_size"]) == ("batch", 2))
     assert cell["word_acc_ci"][0] < 0.61 < cell["word_acc_ci"][1]
-    assert math.isnan(next(e for e in table if e["norm"] == "layer")["word_acc_ci"][0])  # 2 seeds: no interval
-    verdict = {(s["a"], s["b"]): s for s in significance(rows)}
-    assert verdict[(("batch", 2), ("group", 2))]["resolved"] and verdict[(("batch", 2), ("group", 2))]["overlap"] is False
-    assert not verdict[(("batch", 32), ("group", 32))]["resolved"]
-    assert "p = " in verdict[(("batch", 32), ("group", 32))]["why"]
-    assert verdict[(("group", 2), ("layer", 2))]["why"] == "fewer than 3 seeds"
-    assert (("batch", 32), ("group", 2)) not in verdict  # neither the same norm nor the same batch size
+    assert math.isnan(next(e for e in table if e["norm"] == "layer")["word_acc_ci"][0])  # 2 seeds: no cell interval
+
+
+def _test(result: dict, kind: str, norm: str) -> list[dict]:
+    return [t for t in result["tests"] if (t["kind"], t["norm"]) == (kind, norm)]
+
+
+def test_paired_difference_against_the_baseline_on_known_values():
+    """Per seed batch − group = 0.01, 0.02, 0.03: mean 0.02, sd 0.01; t = 0.02/(0.01/√3) = √12 on 2 dof, where
+    the t-distribution's tail has the closed form P(T > t) = ½(1 − t/√(t² + 2))."""
+    rows = _rows({("batch", 32): [0.90, 0.92, 0.94], ("group", 32): [0.89, 0.90, 0.91]})
+    (t,) = comparisons(rows)["tests"]
+    assert (t["kind"], t["norm"], t["batch_size"], t["seeds"], t["n"]) == ("vs_baseline", "group", 32, [0, 1, 2], 3)
+    assert t["values"] == pytest.approx([0.01, 0.02, 0.03]) and t["mean"] == pytest.approx(0.02)
+    half = T2 * 0.01 / math.sqrt(3)
+    assert t["ci"] == pytest.approx((0.02 - half, 0.02 + half), rel=1e-6)
+    tt = math.sqrt(12)
+    assert t["p"] == pytest.approx(1 - tt / math.sqrt(tt ** 2 + 2), rel=1e-6)  # two-sided: 2·½(1 − …)
+    assert t["p_holm"] == t["p"] and not t["resolved"] and t["why"].startswith("Holm p = ")  # one test: m = 1
+    assert welch_p_of(rows) > t["p"]  # the same numbers unpaired: the seed-to-seed spread counted as noise
+    # one seed: the point value, no interval, nothing resolved
+    (one,) = comparisons(_rows({("batch", 32): [0.90], ("group", 32): [0.85]}))["tests"]
+    assert one["mean"] == pytest.approx(0.05) and math.isnan(one["ci"][0]) and one["why"] == "1 seed: no interval"
+    # a seed only one side finished is left out of the pairs
+    rows = _rows({("batch", 32): [0.90, 0.92, 0.94], ("group", 32): [0.89, 0.90, 0.91]})
+    rows[-1]["status"] = "diverged"
+    assert comparisons(rows)["tests"][0]["seeds"] == [0, 1]
+
+
+def welch_p_of(rows: list[dict]) -> float:
+    from scipy import stats
+
+    a = [r["word_acc"] for r in rows if r["norm"] == "batch"]
+    b = [r["word_acc"] for r in rows if r["norm"] == "group"]
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+INTERACTION_CELLS = {("batch", 32): [0.90, 0.91, 0.92], ("group", 32): [0.905, 0.92, 0.89],
+                     ("batch", 2): [0.60, 0.62, 0.61], ("group", 2): [0.90, 0.88, 0.91]}
+
+
+def test_interaction_value_and_interval_on_known_values():
+    """(batch − group at 2) − (batch − group at 32) per seed: −0.295, −0.25, −0.33."""
+    result = comparisons(_rows(INTERACTION_CELLS))
+    assert (result["small"], result["large"], result["baseline"]) == (2, 32, "batch")
+    (t,) = _test(result, "interaction", "group")
+    per_seed = [(0.60 - 0.90) - (0.90 - 0.905), (0.62 - 0.88) - (0.91 - 0.92), (0.61 - 0.91) - (0.92 - 0.89)]
+    assert t["values"] == pytest.approx(per_seed) and per_seed == pytest.approx([-0.295, -0.25, -0.33])
+    m = sum(per_seed) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in per_seed) / 2)
+    assert t["mean"] == pytest.approx(-0.291667, abs=1e-6)
+    assert t["ci"] == pytest.approx((m - T2 * sd / math.sqrt(3), m + T2 * sd / math.sqrt(3)), rel=1e-6)
+    assert t["ci"][1] < 0  # batch norm falls behind group norm as the batch shrinks, beyond seed noise
+    # one seed: the point value and no interval
+    (one,) = _test(comparisons(_rows({k: v[:1] for k, v in INTERACTION_CELLS.items()})), "interaction", "group")
+    assert one["mean"] == pytest.approx(-0.295) and math.isnan(one["ci"][0]) and one["why"] == "1 seed: no interval"
+
+
+def test_holm_correction_against_a_hand_computation():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 → running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    got = holm([0.01, float("nan"), 0.04])  # a test without a p (one seed) does not count in m
+    assert got[0] == pytest.approx(0.02) and math.isnan(got[1]) and got[2] == pytest.approx(0.04)
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    # in the analysis: 2 differences vs batch, 2 batch-size changes, 1 interaction = 5 tests in one family
+    result = comparisons(_rows(INTERACTION_CELLS))
+    assert result["family"] == 5 and result["correction"] == "holm"
+    ps = [t["p"] for t in result["tests"]]
+    assert [t["p_holm"] for t in result["tests"]] == pytest.approx(holm(ps))
+    assert [t["resolved"] for t in result["tests"]] == [q < 0.05 for q in holm(ps)]
+    assert result["resolved"] == sum(q < 0.05 for q in holm(ps)) >= 1
+    # batch − group at 32 is seed noise: not resolved
+    assert _test(result, "vs_baseline", "group")[1]["p_holm"] >= 0.05
+
+
+def test_report_states_the_paired_analysis_and_its_correction(tmp_path):
+    from cvlab.compare.report import write_outputs
+
+    rows = _rows(INTERACTION_CELLS)
+    write_outputs(tmp_path, rows, aggregate(rows), {})
+    md = (tmp_path / "report.md").read_text()
+    result = comparisons(rows)
+    resolved = [t["what"] for t in result["tests"] if t["resolved"]]
+    assert "Holm's correction over 5 tests" in md and f"{len(resolved)} resolved: " + "; ".join(resolved) in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| group | -29.17 | -39.13 to -19.20 |"))
+    assert "paired" in md.lower() and "Welch's unpaired test is not used" in md and line
+    stats = json.loads((tmp_path / "summary.json").read_text())["statistics"]
+    inter = next(t for t in stats["tests"] if t["kind"] == "interaction")
+    assert inter["mean"] == pytest.approx(-0.291667, abs=1e-6) and inter["ci"][1] < 0 and stats["family"] == 5
+    # one seed: point values, the report says no difference is resolved
+    rows = _rows({k: v[:1] for k, v in INTERACTION_CELLS.items()})
+    write_outputs(tmp_path, rows, aggregate(rows), {})
+    md = (tmp_path / "report.md").read_text()
+    assert "no difference in this table is resolved" in md and "1 seed: no interval" in md
+
+
+def test_a_run_shared_across_batch_sizes_counts_once_per_column():
+    """The per-device protocol trains a per-sample norm once per seed: its row stands in every column."""
+    cells = {("batch", 32): [0.90, 0.91, 0.92], ("batch", 2): [0.60, 0.62, 0.61], ("group", 32): [0.88, 0.90, 0.89]}
+    rows = _rows(cells)
+    for r in rows:
+        r[SHARED] = r["norm"] == "group"
+    table = aggregate(rows)
+    group = {e["batch_size"]: e for e in table if e["norm"] == "group"}
+    assert set(group) == {2, 32} and group[2]["shared"] and group[2]["done"] == 3
+    assert group[2]["word_acc"] == pytest.approx(0.89) and group[2]["delta_vs_batch"] == pytest.approx(0.89 - 0.61)
+    result = comparisons(rows)
+    assert [t["kind"] for t in result["tests"]] == ["vs_baseline", "vs_baseline", "batch_size", "interaction"]
+    (inter,) = _test(result, "interaction", "group")
+    (own,) = _test(result, "batch_size", "batch")  # group's own change is the same run: no test
+    assert inter["values"] == pytest.approx(own["values"]) and inter["same_as"] == own["what"]
+    assert result["family"] == 3 and inter["p_holm"] == own["p_holm"]
+    # the same run listed once per column (as a grid may list it) gives the same analysis
+    again = rows + [{**r, "batch_size": 2} for r in rows if r["norm"] == "group"]
+    assert repr(comparisons(again)) == repr(result) and repr(aggregate(again)) == repr(table)  # nan == nan
+
+
+# --------------------------------------------------------------------------------------------- train loss, probes
+
+def test_train_loss_is_the_mean_of_the_last_log_window(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from cvlab.compare.report import collect, window_loss
+    from cvlab.engine.distributed import DistContext
+    from cvlab.engine.train.loop import LossWindow
+
+    w = LossWindow()  # what train/loss logs: per sample over the steps since the last log
+    w.add(torch.tensor(2.0), 2)
+    w.add(torch.tensor(4.0), 2)
+    w.add(torch.tensor(1.0), 4)  # a batch with unreadable images dropped weighs by the images it had
+    assert w.mean(DistContext()) == pytest.approx((4 + 8 + 4) / 8)
+    assert w.mean(DistContext(), previous=5.0) == 5.0  # a fresh window; no step trained in it: the last value
+    # the summary's train loss: the last full window; a cut-short last window is made up from the one before
+    assert window_loss([(10, 3.0), (20, 2.0)], 10) == 2.0
+    assert window_loss([(10, 3.0), (20, 2.0), (25, 1.0)], 10) == pytest.approx(1.5)
+    assert window_loss([(3, 4.0)], 10) == 4.0 and window_loss([], 10) is None
+    # read back from a run's events with the variant's own log interval (scaled with its batch size)
+    base = _cfg(train={"steps": 8, "eval_every": 8}, log={"every": 2})
+    vs = make_variants(base, ["group"], [32, 2], 1, protocol="per-step")
+    v = next(v for v in vs if v.batch_size == 2)
+    assert v.cfg.log.every == 32
+    d = tmp_path / v.name
+    with SummaryWriter(str(d)) as sw:
+        for step, loss in ((32, 3.0), (64, 2.0), (96, 1.0), (128, 0.5)):
+            sw.add_scalar("train/loss", loss, step)
+    (d / "variant.json").write_text(json.dumps({"status": "done"}))
+    rows, _ = collect([v], tmp_path)
+    assert rows[0]["train_loss"] == 0.5
+
+
+def test_probes_on_few_images_are_flagged(tmp_path):
+    from cvlab.compare.report import collect, write_outputs
+
+    base = _cfg(train={"steps": 8, "eval_every": 8})
+    vs = make_variants(base, ["batch", "group"], [32, 2], 1, protocol="per-step")
+    rows, curves = collect(vs, tmp_path)  # not run: the rows still say what each probe is taken on
+    assert {(r["batch_size"], r["probe_images"], r["probe_noisy"]) for r in rows} == {(32, 32, False), (2, 2, True)}
+    for r, acc in zip(rows, (0.9, 0.9, 0.6, 0.8), strict=True):
+        r.update(status="done", word_acc=acc, cer=1 - acc)
+    table = aggregate(rows)
+    write_outputs(tmp_path, rows, table, curves)
+    md = (tmp_path / "report.md").read_text()
+    assert "batch at batch 2 taken on 2 images: noisy" in md and "group at batch 2 taken on 2 images: noisy" in md
+    assert "taken on 32 images" not in md
+    assert any(ln.startswith("| batch | 2 | 2: *noisy* |") for ln in md.splitlines())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {(e["batch_size"], e["probe_noisy"]) for e in summary["table"]} == {(32, False), (2, True)}
+    assert {(r["batch_size"], r["probe_noisy"]) for r in summary["variants"]} == {(32, False), (2, True)}
 
 
 def test_report_shows_a_rates_interval_within_0_and_100_percent(tmp_path):

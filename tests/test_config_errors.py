@@ -15,6 +15,9 @@ CASES = {
     "groups_with_batch": (b"model:\n  norm: {name: batch, groups: 8}\n", "model.norm.groups: applies to model.norm.name=group"),
     "cpg_with_layer": (b"model:\n  norm: {name: layer, channels_per_group: 4}\n", "model.norm.channels_per_group"),
     "top_level_list": (b"- a\n", "the top level must be a mapping"),
+    "charset_empty": (b'data:\n  charset: {chars: ""}\n', "data.charset.chars: must not be empty"),
+    "charset_form": (b"data:\n  charset: {char: abc}\n", "data.charset: expected a preset (digits, lower36"),
+    "charset_both": (b"data:\n  charset: {chars: abc, file: c.txt}\n", "data.charset.file: unknown key (valid keys: chars)"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from conftest import tiny_experiment
@@ -12,6 +13,7 @@ from data_fixtures import (
     make_iam,
     make_icdar,
     make_iiit5k,
+    make_iiit5k_charbound,
     make_lmdb,
     make_rimes,
     make_svt,
@@ -40,6 +42,23 @@ def test_check_root_with_a_colon(cli, tmp_path):
     assert r["samples"] == 4 and r["readable"] == 3
 
 
+def test_iiit5k_charbound_labels(cli, tmp_path):
+    """The real `testCharBound.mat` (ImgName, chars, charBB; no GroundTruth) as `--opt labels=`: its words."""
+    root = make_iiit5k_charbound(tmp_path / "cb")
+    code, out, err = cli("data", "convert", "--type", "iiit5k", "--root", root, "--split", "test",
+                         "--opt", "labels=testCharBound.mat", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert [label for _, label in read_lmdb(tmp_path / "out")] == ["Private", "HELLO"]
+    assert "labels from `chars` of testCharBound.mat" in err and "dropped 1: image file missing" in err
+
+
+def test_eval_data_ambiguous_colon_is_one_line(cli, tmp_path):
+    code, out, err = cli("eval", tmp_path / "run", "--data", f"lmdb:{tmp_path}/nope:A")
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "cannot tell whether 'A' is a split of lmdb or part of the root" in err
+    assert "--data lmdb --opt root=PATH --opt split=NAME" in err
+
+
 def test_check_experiment_uses_its_charset(cli, tmp_path, write_exp):
     root = make_icdar(tmp_path / "ic")
     exp = tiny_experiment(data={"charset": "alnum62", "val": [{"type": "ic13", "root": str(root), "split": "test"}]})
@@ -53,11 +72,22 @@ def test_check_experiment_uses_its_charset(cli, tmp_path, write_exp):
     (["--type", "iam", "--root", "{tmp}/nope"], "expected ROOT/ascii"),
     (["--type", "nope", "--root", "{tmp}"], "unknown type nope"),
     (["--type", "ic15", "--root", "{tmp}", "--opt", "subset=1811"], "subset_file"),
+    (["--type", "folder", "--root", "{tmp}/empty"], "folder {tmp}/empty: the dataset has 0 samples (its annotations"),
+    (["--type", "iiit5k", "--root", "{tmp}/cb", "--opt", "labels=boxes.mat"],
+     "boxes.mat: struct array `testCharBound` has fields ImgName, charBB; cvlab reads ImgName with GroundTruth"),
 ])
 def test_bad_input_exits_2_with_one_line(cli, tmp_path, args, needle):
+    from scipy.io import savemat
+
     root = make_icdar(tmp_path / "gt")
     gt = root / "Challenge2_Test_Task3_GT.txt"
     gt.write_bytes(gt.read_bytes() + b"word_7.png\r\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "gt.txt").write_text("", encoding="utf-8")  # a label file listing nothing
+    boxes = np.zeros((1, 1), dtype=[("ImgName", "O"), ("charBB", "O")])  # a struct with no label field
+    boxes[0, 0] = ("test/1_1.png", np.zeros((2, 4)))
+    savemat(make_iiit5k_charbound(tmp_path / "cb") / "boxes.mat", {"testCharBound": boxes})
+    needle = needle.format(tmp=tmp_path)
     code, out, err = cli("data", "check", *[a.format(gt=root, tmp=tmp_path) for a in args])
     assert code == 2 and needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -141,7 +171,15 @@ def test_eval_data_families_with_lexicons(cli, tmp_path, write_exp):
     assert lex["50"]["samples"] == 2 and lex["1k"]["samples"] == 2
     assert res["datasets"]["svt_test"]["lexicon"]["50"]["samples"] == 2
     assert res["combined"]["samples"] == 4
-    assert "iiit5k_test: lexicon-50 word acc" in out
+    assert "iiit5k_test: lexicon-50 word acc" in err  # not a terminal: notes beside the tsv rows go to stderr + err  # notes go to stderr when stdout is not a terminal
+    # roots holding a `:`: a folder has no split, so all of it is the root; `test` is a split name of ic13
+    colon = make_folder(tmp_path / "scans:2024" / "f")
+    ic13 = make_icdar(tmp_path / "ic:13")
+    code, out, err = cli("eval", run, "--checkpoint", "last", "--data", f"folder:{colon}", "--data", f"ic13:{ic13}:test")
+    assert code == 0, err
+    last = json.loads((run / "eval" / "index.jsonl").read_text().splitlines()[-1])
+    res = json.loads((run / "eval" / last["dir"] / "eval.json").read_text())
+    assert res["datasets"]["ic13_test"]["samples"] == 6 and res["datasets"]["folder"]["samples"] == 3
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["val"][0]["type"] == "svt"
 

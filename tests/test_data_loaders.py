@@ -10,6 +10,7 @@ from data_fixtures import (
     make_iam,
     make_icdar,
     make_iiit5k,
+    make_iiit5k_charbound,
     make_lmdb,
     make_rimes,
     make_svt,
@@ -97,6 +98,60 @@ def test_iiit5k_mat_struct_array_and_lexicons(tmp_path):
     assert ds.lexicons(1) == {"50": ["PRIVATE", "HELLO", "WORLD"], "1k": ["PRIVATE", "HELLO", "WORLD", "HELP"]}
     assert ds.report.dropped["image file missing"] == 1
     assert ds.load(1).size == (32, 12)
+
+
+def test_iiit5k_charbound_file_gives_its_chars_as_labels(tmp_path):
+    """`--opt labels=testCharBound.mat`: the character-box file has `chars` (the word as written) where
+    testdata.mat has GroundTruth, and no lexicons."""
+    ds = build(f"iiit5k:{make_iiit5k_charbound(tmp_path)}:test", "labels=testCharBound.mat")
+    assert labels(ds) == ["Private", "HELLO"]
+    assert ds.lexicons(0) is None and ds.report.dropped["image file missing"] == 1
+    assert any("labels from `chars` of testCharBound.mat" in n for n in ds.report.notes)
+    assert ds.load(0).size == (30, 12)
+
+
+def test_iiit5k_struct_without_a_label_field_names_what_it_has(tmp_path):
+    from scipy.io import savemat
+
+    root = make_iiit5k_charbound(tmp_path)
+    arr = np.zeros((1, 1), dtype=[("ImgName", "O"), ("charBB", "O")])
+    arr[0, 0] = ("test/1_1.png", np.zeros((2, 4)))
+    savemat(root / "boxes.mat", {"testCharBound": arr})
+    with pytest.raises(CvlabError) as e:
+        build(f"iiit5k:{root}:test", "labels=boxes.mat")
+    msg = str(e.value)
+    assert "boxes.mat" in msg and "has fields ImgName, charBB" in msg and "GroundTruth" in msg and "chars" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("text, root, split", [
+    ("folder:/x/a:b", "/x/a:b", None),  # a folder has no split: everything after the type is the root
+    ("ic13:/x/a:b:test", "/x/a:b", "test"),  # the last part is a split name of ic13
+    ("svt:/x/a:b", "/x/a:b", "test"),  # `b` is no split of svt: part of the root (the split is the default)
+    ("rimes:/x/y:val", "/x/y", "val"),
+    ("lmdb:{tmp}/trees:A", "{tmp}/trees", "A"),  # the root exists, `root:A` does not: A is the sub-folder
+    ("lmdb:{tmp}/scans:2024", "{tmp}/scans:2024", None),  # the whole path exists, its head does not
+    ("svt:{tmp}/trees:tset", "{tmp}/trees", "tset"),  # a misspelt split, said as such by validation
+])
+def test_data_spec_root_may_hold_a_colon(tmp_path, text, root, split):
+    (tmp_path / "trees").mkdir()
+    (tmp_path / "scans:2024").mkdir()
+    if split == "tset":
+        with pytest.raises(CvlabError, match=r"split: Input should be 'train' or 'test'"):
+            parse_data_spec(text.format(tmp=tmp_path))
+        return
+    spec = parse_data_spec(text.format(tmp=tmp_path))
+    assert spec.root == root.format(tmp=tmp_path) and getattr(spec, "split", None) == split
+
+
+def test_data_spec_ambiguous_colon_says_how_to_write_it(tmp_path):
+    with pytest.raises(CvlabError) as e:
+        parse_data_spec(f"lmdb:{tmp_path}/nope:A")
+    msg = str(e.value)
+    assert f"neither {tmp_path}/nope:A nor {tmp_path}/nope exists" in msg and "--opt root=PATH" in msg
+    # the key form needs no parsing at all
+    spec = parse_data_spec("lmdb", [f"root={tmp_path}/nope:A", "split=B"])
+    assert spec.root == f"{tmp_path}/nope:A" and spec.split == "B"
 
 
 def test_svt_crops_clamped_and_counted(tmp_path):

@@ -208,7 +208,7 @@ def test_lm_build_folds_label_files_to_a_charset_and_counts_what_it_drops(tmp_pa
                          "--out", tmp_path / "low.arpa")
     assert code == 0, err
     assert _unigrams((tmp_path / "low.arpa").read_text()) == set("helowrdp")
-    assert "folded to lower36, 1 characters outside the charset dropped" in out
+    assert "folded to lower36, 1 character outside the charset dropped" in out
     code, _, err = cli("lm", "build", tmp_path / "labels.txt", "--charset", "lower63")
     assert code == 2 and "lower63" in err
 

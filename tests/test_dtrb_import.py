@@ -245,7 +245,7 @@ def test_eval_scores_an_imported_run(tmp_path, cli):
     run = next((tmp_path / "runs").glob("*/*"))
     code, out, err = cli("eval", run, "--data", "synth", "--opt", "size=4", "--opt", "max_len=3")
     assert code == 0, err
-    assert "protocol dtrb" in out
+    assert "protocol dtrb" in err  # the title: stderr, beside tsv rows
 
 
 def test_unhostable_and_mismatched_checkpoints_say_why(tmp_path, cli):
@@ -262,3 +262,42 @@ def test_unhostable_and_mismatched_checkpoints_say_why(tmp_path, cli):
     code, _, err = cli("import", "dtrb", tmp_path / "digits.pth", "--character", "0123456789",
                        "--runs-dir", tmp_path / "runs")
     assert code == 0, err
+
+
+def test_a_wrong_file_is_one_plain_line_without_torch_text(tmp_path, cli, capsys):
+    """A training checkpoint (numpy RNG state: torch's weights-only refusal, with ANSI codes), a truncated file
+    and a text file: each one line naming the file, no torch advice, no colour codes; nothing written."""
+    ref = _randomize(Dtrb("None-VGG-None-CTC", 32, 32, 32, 8, 36))
+    good = tmp_path / "crnn.pth"
+    torch.save(ref.state_dict(), good)
+    training = tmp_path / "last.pt"
+    torch.save({"model": ref.state_dict(), "rng": np.random.get_state()}, training)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    cases = {training: "not a plain state dict", cut: "not a complete checkpoint (truncated or not a torch file)",
+             text: "not a complete checkpoint (truncated or not a torch file)"}
+    for path, expected in cases.items():
+        with pytest.raises(CvlabError) as e:
+            import_dtrb(path, runs_dir=tmp_path / "runs")
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: {expected}") and "\x1b" not in msg and "\n" not in msg, msg
+        assert "Weights only" not in msg and "weights_only" not in msg and "Errno" not in msg, msg
+        capsys.readouterr()
+        from cvlab.cli import run
+
+        code = run(["import", "dtrb", str(path), "--runs-dir", str(tmp_path / "runs")])
+        raw = capsys.readouterr().err  # not the fixture: it strips ANSI codes, which must not be there at all
+        assert code == 2 and "\x1b" not in raw and "Traceback" not in raw, raw
+        assert [ln for ln in raw.splitlines() if ln.strip()] == [f"error: {msg}"], raw
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unwritable_runs_dir_is_refused_before_reading_the_file(tmp_path, cli):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")  # never read: the output check comes first
+    code, _, err = cli("import", "dtrb", text, "--runs-dir", blocker / "runs")
+    assert code == 2 and f"--runs-dir {blocker / 'runs'}: {blocker} is a file" in err and "Traceback" not in err

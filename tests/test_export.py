@@ -81,7 +81,7 @@ def test_cli_exports_and_verifies_on_the_val_sets(tmp_path, cli):
     code, out, err = cli("export", run, "--format", "onnx", "--verify")
     assert code == 0, err
     assert (run / "export" / "best.onnx").is_file() and (run / "export" / "best.onnx.json").is_file()
-    assert "onnx vs native" in out and "│ val " in out and "width 64" in out and "width 96" in out
+    assert "onnx vs native" in out and "\nval\t" in out and "width 64" in out and "width 96" in out
     code, out, err = cli("export", run, "--format", "torchscript", "--out", tmp_path / "m.pt")
     assert code == 0 and (tmp_path / "m.pt").is_file(), err
     code, _, err = cli("export", run, "--format", "tflite")
@@ -92,3 +92,52 @@ def test_missing_extra_is_named(tmp_path, cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     code, _, err = cli("export", _run(tmp_path), "--format", "onnx")
     assert code == 2 and "cvlab[export]" in err
+
+
+def _unwritable_for_anyone() -> str | None:
+    """A folder that refuses new files even to root (/proc/self), or None where there is none."""
+    import os
+
+    return "/proc/self" if os.path.isdir("/proc/self") and not os.access("/proc/self", os.W_OK) else None
+
+
+def test_an_unwritable_out_is_one_line_exit_2_before_any_work(tmp_path, cli):
+    """`--out afile/m.onnx` (a parent that is a file), a folder nobody may write to, a folder given as the file,
+    and a run whose export/ folder cannot be made: one error line naming the path, no traceback, no file."""
+    import os
+
+    run = _run(tmp_path)
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    outs = [(blocker / "m.onnx", str(blocker)), (tmp_path, f"--out {tmp_path}: is a folder")]
+    if (proc := _unwritable_for_anyone()) is not None:
+        outs.append((f"{proc}/m.onnx", proc))
+    for out, named in outs:
+        for fmt in ("onnx", "torchscript"):
+            before = sorted(tmp_path.rglob("*"))
+            code, stdout, err = cli("export", run, "--format", fmt, "--out", out)
+            assert code == 2 and "Traceback" not in err and named in err, (out, err)
+            (line,) = [ln for ln in err.splitlines() if ln.strip()]  # one line, nothing else on stderr
+            assert line.startswith("error:"), err
+            assert "written" not in stdout and sorted(tmp_path.rglob("*")) == before
+    (run / "export").write_text("")  # what a read-only run looks like to the default output: nowhere to write
+    code, _, err = cli("export", run, "--format", "torchscript")
+    assert code == 2 and str(run / "export") in err and "--out" in err and "Traceback" not in err, err
+    (run / "export").unlink()
+    run.chmod(0o555)
+    try:
+        if os.access(run, os.W_OK):
+            return  # root: permission bits do not stop it (the file-parent and /proc cases above do)
+        code, _, err = cli("export", run, "--format", "torchscript")
+        assert code == 2 and str(run) in err and "Traceback" not in err, err
+    finally:
+        run.chmod(0o755)
+
+
+def test_export_writes_atomically(tmp_path):
+    """The model file appears whole or not at all: no temp file is left beside it."""
+    model = _model({"backbone": {"name": "vgg", **TINY}})
+    path = tmp_path / "sub" / "m.torchscript.pt"
+    export_model(model, path, "torchscript", torch.rand(2, 1, H, WIDTHS[0]))
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    check_widths(model, runner(path, "torchscript"), channels=1, height=H, widths=WIDTHS, tolerance=1e-4)

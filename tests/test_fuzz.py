@@ -20,6 +20,7 @@ from data_fixtures import (
     make_iam,
     make_icdar,
     make_iiit5k,
+    make_iiit5k_charbound,
     make_rimes,
     make_svt,
     png_bytes,
@@ -40,6 +41,8 @@ DATA = DataCfg(image={"height": 16, "width": 32})
 FORMATS = {
     "folder": (make_folder, "folder:{root}", [], ["gt.txt"]),
     "iiit5k": (make_iiit5k, "iiit5k:{root}:test", [], ["testdata.mat"]),
+    "iiit5k_charbound": (make_iiit5k_charbound, "iiit5k:{root}:test", ["labels=testCharBound.mat"],
+                         ["testCharBound.mat"]),
     "svt": (make_svt, "svt:{root}:test", [], ["test.xml"]),
     "ic13": (lambda r: make_icdar(r, "ic13"), "ic13:{root}:test", [], ["Challenge2_Test_Task3_GT.txt"]),
     "ic15": (lambda r: make_icdar(r, "ic15"), "ic15:{root}:test", [], ["Challenge4_Test_Task3_GT.txt"]),

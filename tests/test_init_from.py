@@ -94,3 +94,40 @@ def test_cli_starts_a_new_run_from_weights(tmp_path, write_exp, cli):
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 1
     code, _, err = cli("train", write_exp(exp), "--runs-dir", tmp_path / "runs", "--init-from", tmp_path / "nope")
     assert code == 2 and "train.init_from" in err and "Traceback" not in err
+
+
+def test_config_yaml_names_the_checkpoint_it_started_from(tmp_path, write_exp, cli, monkeypatch):
+    """`--init-from runs/src` means "the newest run in runs/src" today, another run tomorrow: config.yaml keeps
+    the checkpoint file itself (absolute), init_from.json also what was asked for."""
+    import yaml
+
+    cfg = _cfg("abc")
+    _, pt = _source(tmp_path, cfg)
+    src = tmp_path / "runs" / "src" / "20260101-000000"
+    (src / "checkpoints").mkdir(parents=True)
+    (src / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    pt.rename(src / "checkpoints" / "best.pt")
+    exp = cfg.model_dump(mode="json")
+    exp["train"].update(steps=1, eval_every=1)
+    exp["data"]["train"][0]["size"], exp["data"]["val"][0]["size"] = 16, 4
+    exp["log"]["tensorboard"] = False
+    monkeypatch.chdir(tmp_path)  # a relative spec, as typed
+    code, _, err = cli("train", write_exp(exp), "--runs-dir", "out", "--init-from", "runs/src")
+    assert code == 0, err
+    run = next((tmp_path / "out").glob("*/*"))
+    resolved = str((src / "checkpoints" / "best.pt").resolve())
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["init_from"] == resolved
+    saved = json.loads((run / "init_from.json").read_text())
+    assert saved["source"] == resolved and saved["requested"] == "runs/src"
+    # a resume asked for as first given (compare-norms resumes its variants from their configs): the same
+    # weights, so not a change of train.init_from; config.yaml keeps the file
+    from cvlab.config import load_config
+    from cvlab.engine.train.loop import train
+
+    asked = load_config(raw={**exp, "train": {**exp["train"], "steps": 2, "init_from": "runs/src"}})
+    assert train(asked, run, resume=True)["step"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["init_from"] == resolved
+    # the recorded run reproduces: its config.yaml trains from the same weights from anywhere
+    monkeypatch.chdir(tmp_path / "out")
+    code, _, err = cli("train", run / "config.yaml", "--runs-dir", tmp_path / "again")
+    assert code == 0 and f"init-from {resolved}" in err, err

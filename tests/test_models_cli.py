@@ -112,3 +112,17 @@ def test_train_with_group_norm_and_attention_head_through_the_cli(cli, write_exp
     code, out, err = cli("train", write_exp(exp), "--runs-dir", tmp_path / "runs")
     assert code == 0, err
     assert "min_channels_per_group=2 channels per group in 16 channels; using 8 (2 per group)" in err, err
+
+
+def test_the_docs_show_what_models_show_prints_for_the_standard_crnn(cli):
+    """docs/models.md quotes `cvlab models show experiments/crnn_standard.yaml`: its totals are the tool's."""
+    import re
+
+    docs = (Path(__file__).parent.parent / "docs" / "models.md").read_text(encoding="utf-8")
+    block = docs[docs.index("$ cvlab models show experiments/crnn_standard.yaml"):].split("\n$ ", 1)[0]
+    quoted = [ln for ln in block.splitlines() if re.match(r"(parameters|multiply-adds|sequence steps): ", ln)]
+    assert len(quoted) == 3, block
+    code, out, err = cli("models", "show", "experiments/crnn_standard.yaml")
+    assert code == 0, err
+    for line in quoted:
+        assert line in out.splitlines(), (line, out[-400:])

@@ -64,9 +64,11 @@ def test_predict_a_folder_and_a_glob_through_the_cli(run, tmp_path, cli):
         got = list(csv.DictReader(f))
     assert [r["id"] for r in got] == [str(root / "b.png"), str(root / "c d.png")]
     assert got[0]["text"] == rows[1]["text"]  # same image, same reading, whatever the batch
-    code, out, _ = cli("predict", run, root / "b.png")
-    assert code == 0 and "1 images" in out and "confidence %" in out
-    assert f"{100 * rows[1]['confidence']:.1f}" in out
+    code, out, err = cli("predict", run, root / "b.png")  # not a terminal: a header and one tab-separated row
+    assert code == 0 and out.splitlines()[0] == "image\ttext\tconfidence %"
+    assert "1 image\n" in err and "1 images" not in err + out  # the title: on stderr, in the singular
+    assert out.splitlines()[1].split("\t") == [str(root / "b.png"), rows[1]["text"],
+                                               f"{100 * rows[1]['confidence']:.1f}"]
 
 
 def test_predict_bad_inputs_exit_2(run, tmp_path, cli):

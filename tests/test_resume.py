@@ -78,3 +78,50 @@ def test_ctrl_c_saves_and_resume_matches_uninterrupted(reference, tmp_path):
     _resume(run_dir)
     _same_end(run_dir, reference)
 
+
+
+def _cut_checkpoints(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A real training checkpoint (a run's last.pt) and copies of it cut off at many points: a copy that
+    stopped, a full disk, a download that broke."""
+    from cvlab.engine.runs.checkpoint import save_checkpoint
+
+    full = tmp_path / "full.pt"
+    save_checkpoint({"model": {"w": torch.randn(256, 256), "b": torch.zeros(256)}, "step": 3,
+                     "rng": {"numpy": __import__("numpy").random.get_state()}}, full)
+    data = full.read_bytes()
+    cuts = []
+    for i, n in enumerate([0, 3, 100, 1405, 4215, len(data) // 3, len(data) // 2, len(data) - 100, len(data) - 1]):
+        cuts.append(tmp_path / f"cut{i}.pt")
+        cuts[-1].write_bytes(data[:n])
+    return full, cuts
+
+
+def test_a_truncated_checkpoint_is_said_plainly(tmp_path):
+    from cvlab.engine.runs.checkpoint import load_checkpoint
+    from cvlab.errors import CvlabError
+
+    full, cuts = _cut_checkpoints(tmp_path)
+    assert load_checkpoint(full)["step"] == 3
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    for path in [*cuts, text]:
+        with pytest.raises(CvlabError) as e:
+            load_checkpoint(path)
+        assert str(e.value) == f"{path}: not a complete checkpoint (truncated or not a torch file)"
+
+
+def test_eval_and_resume_of_a_truncated_checkpoint_are_one_line_exit_2(tmp_path, cli):
+    from cvlab.config import dump_config
+
+    cfg = load_config(raw=tiny_experiment())
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(cfg))
+    _, cuts = _cut_checkpoints(tmp_path)
+    for name in ("best.pt", "last.pt"):
+        (run / "checkpoints" / name).write_bytes(cuts[4].read_bytes())  # the cut that said "[Errno 22]"
+    for args, ckpt in ((("eval", run), "best.pt"), (("train", "--resume", run), "last.pt")):
+        code, _, err = cli(*args)
+        (line,) = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and line == (f"error: {run / 'checkpoints' / ckpt}: not a complete checkpoint "
+                                      f"(truncated or not a torch file)"), err

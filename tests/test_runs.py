@@ -82,7 +82,7 @@ def test_resume_with_a_checkpoint_of_another_model_names_the_tensors(run_copy, c
     state["model"][key] = torch.zeros(3, 3, 3, 3)
     torch.save(state, last)
     before = _snapshot(run_copy)
-    code, _, err = cli("train", "--resume", run_copy)
+    code, _, err = cli("train", "--resume", run_copy, "--set", "train.steps=8")  # with steps left to train
     assert code == 2 and key in err and "differ in shape" in err, err
     assert _snapshot(run_copy) == before
 
@@ -172,8 +172,10 @@ def test_cvlab_runs_lists_and_cleans(finished, cli, tmp_path):
     code, out, err = cli("runs", root)
     assert code == 0, err
     assert "finished" in out and "empty" in out and "6/6" in out and str(empty) in out
+    rows = {line.split("\t")[-1]: line.split("\t") for line in out.splitlines()[1:]}  # not a terminal: tsv
+    assert rows[str(empty)][:3] == ["killed", "empty", "0/6"]
     code, out, _ = cli("runs", "clean", root, "--yes")
-    assert code == 0 and "removed 1 runs" in out
+    assert code == 0 and "removed 1 run\n" in out
     assert not empty.exists() and (root / "done").exists()
     assert cli("runs", tmp_path / "nope")[0] == 2
 
@@ -245,3 +247,99 @@ def test_a_group_norm_run_saved_before_min_channels_per_group_rebuilds_as_it_tra
     (run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     old = load_run(run_dir)
     assert first_groups(old.model) == 16 and old.cfg.model.norm.min_channels_per_group == 1
+
+
+def test_augment_preview_and_lm_build_check_their_out_before_any_work(cli, tmp_path, write_exp):
+    """The shared output check (engine.runs.directory.check_writable_file) guards every --out: a parent that is
+    a file, and a folder that refuses even root (/proc/self), are one error line naming the path."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    exp = write_exp(tiny_experiment(augment=[{"op": "rotate", "degrees": 3}]))
+    parents = [blocker] + (["/proc/self"] if os.path.isdir("/proc/self") and not os.access("/proc/self", os.W_OK)
+                           else [])
+    for parent in parents:
+        for args in (("augment", "preview", exp, "--out", f"{parent}/g.png"),
+                     ("lm", "build", exp, "--order", "2", "--out", f"{parent}/x.arpa")):
+            before = sorted(tmp_path.rglob("*"))
+            code, out, err = cli(*args)
+            assert code == 2 and "Traceback" not in err and str(parent) in err and "--out" in err, (args, err)
+            assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+            assert "written" not in out and sorted(tmp_path.rglob("*")) == before
+
+
+def test_the_output_check_writes_for_real_and_leaves_nothing(tmp_path):
+    """Permission bits do not tell everything (root, read-only mounts, /sys): the check creates and removes a
+    file in the nearest existing folder, and a folder that refuses it is refused."""
+    import tempfile
+
+    from cvlab.engine.runs.directory import check_writable
+
+    check_writable(tmp_path / "new" / "deeper", "--out")
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone, nothing was created
+    try:  # /sys: permission bits say root may write, yet no file can be made there
+        fd, name = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        if not os.access("/sys", os.W_OK):
+            pytest.skip("/sys is not a folder that permission bits call writable here")
+        with pytest.raises(CvlabError, match=r"--out /sys/x: cannot write in /sys \("):
+            check_writable("/sys/x", "--out")
+    else:
+        os.close(fd)
+        os.unlink(name)
+        pytest.skip("/sys takes new files here")
+
+
+def test_resuming_a_finished_run_says_so_and_touches_nothing(run_copy, cli):
+    before = _snapshot(run_copy)
+    code, out, err = cli("train", "--resume", run_copy)
+    assert code == 0, err
+    assert "already finished at step 6 (train.steps 6); nothing to do" in err, err
+    assert f"resuming {run_copy}" not in err, err
+    assert "step 6" in out  # the run's results, as after training
+    assert _snapshot(run_copy) == before  # no new event file, no second hparams, env.json as it was
+    code, _, err = cli("train", "--resume", run_copy, "--set", "train.steps=4")
+    assert code == 0 and "already finished at step 6, past train.steps 4" in err, err
+    assert _snapshot(run_copy) == before  # config.yaml keeps train.steps 6
+
+    (run_copy / "status.json").unlink()  # killed after its last checkpoint, before it was marked finished
+    code, _, err = cli("train", "--resume", run_copy)
+    assert code == 0 and "now marked" in err, err
+    assert json.loads((run_copy / "status.json").read_text())["status"] == "finished"
+    assert [r.status for r in list_runs(run_copy.parent)] == ["finished"]
+
+    # killed between the last checkpoint and its metrics.json: the resume evaluates that step, as training would
+    final = json.loads((run_copy / "metrics.json").read_text())
+    (run_copy / "metrics.json").write_text(json.dumps({**final, "step": 3}))
+    code, _, err = cli("train", "--resume", run_copy)
+    assert code == 0 and "final evaluation was not recorded: evaluating" in err, err
+    assert json.loads((run_copy / "metrics.json").read_text()) == final
+
+
+def test_a_resume_after_a_kill_before_the_first_checkpoint_starts_clean(tmp_path, cli):
+    """What SIGKILL before the first checkpoint leaves: config.yaml, env.json, a stale lock and an event file
+    with steps 1-3. The resume starts over at step 0 without that file: TensorBoard shows each step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from cvlab.config import dump_config
+
+    cfg = load_config(raw=tiny_experiment(train={"steps": 4, "eval_every": 4}, log={"every": 1, "image_grid": 0}))
+    run = tmp_path / "runs" / "tiny" / "20260101-000000"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(cfg))
+    (run / "env.json").write_text(json.dumps({"command": ["cvlab", "train"], "seed": 0}))
+    writer = SummaryWriter(str(run))
+    for step in (1, 2, 3):
+        writer.add_scalar("train/loss", 9.0, step)
+    writer.close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
+    code, _, err = cli("train", "--resume", run)
+    assert code == 0, err
+    assert "starts over at step 0; removed its 1 TensorBoard event file(s)" in err, err
+    events = EventAccumulator(str(run), purge_orphaned_data=False)  # as written, no purging of repeats
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [1, 2, 3, 4] and 9.0 not in [e.value for e in events.Scalars("train/loss")]
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"

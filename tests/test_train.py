@@ -1,6 +1,7 @@
 """A real (tiny) training run through the CLI, read back from what it wrote; then eval on it."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -107,7 +108,8 @@ def test_eval_reproduces_the_final_metrics_and_writes_eval_json(trained, cli):
     assert ev["datasets"]["val"]["word_acc"] == pytest.approx(final["word_acc"])
     assert ev["datasets"]["val"]["cer"] == pytest.approx(final["cer"])
     assert "val" in out and "word acc" in out
-    assert folder.parent.name == "last-step6_lower36_val"
+    assert re.fullmatch(r"last-step6_lower36_val_greedy_[0-9a-f]{8}", folder.parent.name), folder
+    assert ev["data"][0]["spec"].startswith("synth --opt") and ev["decoder"] == {"name": "greedy"}
 
 
 def test_every_eval_is_kept_with_a_predictions_file_per_dataset(trained, cli):
@@ -139,7 +141,7 @@ def test_eval_on_other_data_and_folder_of_runs(trained, cli):
     assert code == 0, err
     ev, _ = latest_eval(trained)
     assert ev["protocol"] == "raw" and ev["datasets"]["synth"]["samples"] == 10
-    assert "1−NED %" in out and "rates in %" in out
+    assert "1−NED %" in out and "rates in %" in err  # not a terminal: tsv rows on stdout, the title on stderr
 
 
 def test_eval_a_checkpoint_copied_out_of_its_run(trained, cli, tmp_path):
@@ -222,3 +224,33 @@ def test_unreadable_batch_keeps_step_numbers_and_final_checkpoint(tmp_path):
     assert [line.split(":")[0] for line in unreadable] == ["step 4", "step 8"], said.lines
     assert all("broken.jpg" in line for line in unreadable)
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 8
+
+
+def _caption_colours(grid) -> tuple[int, int]:
+    """(green, red) pixel counts of a caption grid: the text is anti-aliased onto white, so a pixel is counted
+    by which channel dominates, not by an exact colour."""
+    import numpy as np
+
+    g = np.asarray(grid).astype(int)
+    r, gr, b = g[..., 0], g[..., 1], g[..., 2]
+    return int(((gr - r > 40) & (gr - b > 40)).sum()), int(((r - gr > 40) & (r - b > 40)).sum())
+
+
+@pytest.mark.parametrize("protocol,label,pred,verdict", [
+    ("lower36", "Chaplet", "chaplet", True),  # what word_acc counts right is drawn green
+    ("lower36", "Café", "cafe", True),
+    ("raw", "Chaplet", "chaplet", False),
+    ("alnum62", "Chaplet", "chaplet", False),
+    ("lower36", "Chaplet", "chapel", False),
+    ("dtrb", "a-b", "ab", None),  # a label the protocol does not score: neither right nor wrong
+])
+def test_the_sample_grid_judges_as_the_metrics_do(protocol, label, pred, verdict):
+    from cvlab.engine.eval.metrics import score
+    from cvlab.engine.train.tensorboard import caption_grid, judge
+
+    assert judge(pred, label, protocol) is verdict
+    s = score([pred], [label], protocol)
+    assert (s["samples"] == 0) if verdict is None else (s["word_acc"] == float(verdict))
+    green, red = _caption_colours(caption_grid(torch.zeros(1, 1, 32, 64), [label], [pred], protocol=protocol))
+    assert (green > 20 and red == 0) if verdict else (red > 20 and green == 0) if verdict is False else \
+        (green == red == 0)

@@ -1,9 +1,13 @@
 """The `cvlab` command. Thin: each command parses arguments, loads the config, calls a plain function in the
-core and prints a rich table. One module per command group; `common` holds the app and the error guard."""
+core and prints its rows (`common.print_rows`). One module per command group; `common` holds the app, the
+error guard and the output rules."""
 
 from __future__ import annotations
 
+import os
 import sys
+
+import typer
 
 from . import (
     augment,  # noqa: F401  (registers augment preview)
@@ -17,18 +21,74 @@ from . import (
     predict,  # noqa: F401  (registers predict)
     runs,  # noqa: F401  (registers runs, runs clean)
 )
-from .common import app, readable_help
+from .common import PipeClosed, app, readable_help
+
+
+def version_line() -> str:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return f"cvlab {__version__} (torch {torch.__version__}, python {platform.python_version()})"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(version_line())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                       help="Print cvlab's version (and torch's, python's) and exit.")):
+    """Experiment runner for scene-text and handwriting recognition. One YAML = one experiment."""
+
+
+def _pipe_aware(command):
+    """A closed pipe anywhere below (`cvlab eval RUN | head -1`) becomes PipeClosed, which Typer lets through."""
+    invoke = command.invoke
+
+    def invoke_until_the_pipe_closes(ctx):
+        try:
+            return invoke(ctx)
+        except BrokenPipeError:
+            raise PipeClosed from None
+
+    command.invoke = invoke_until_the_pipe_closes
+    return command
+
+
+def _silence_closed_pipes() -> None:
+    """The standard recipe (Python docs, "Note on SIGPIPE"): point stdout and stderr at /dev/null so that
+    nothing written or flushed later, at exit included, raises again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # in-process (tests): a stream without a file descriptor
+            pass
+    os.close(devnull)
 
 
 def run(argv: list[str]) -> int:
-    """Run one command line and return its exit code (what tests and notebooks call)."""
+    """Run one command line and return its exit code (what tests and notebooks call). A reader that closes the
+    pipe early ends the command quietly with exit 0, as `ls | head` does."""
     import typer.main
 
     try:
-        readable_help(typer.main.get_command(app))(args=argv, prog_name="cvlab")
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+        try:
+            _pipe_aware(readable_help(typer.main.get_command(app)))(args=argv, prog_name="cvlab")
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        else:
+            code = 0
+        sys.stdout.flush()
+    except (PipeClosed, BrokenPipeError):
+        _silence_closed_pipes()
+        return 0
+    return code
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import CvlabError
-from .common import SET_HELP, app, guarded, out
+from .common import SET_HELP, app, guarded, out, plural, refuse_stdout
 
 augment_app = typer.Typer(no_args_is_help=True, help="Inspect an experiment's augmentation pipeline.")
 app.add_typer(augment_app, name="augment")
@@ -32,12 +32,16 @@ def preview(
     from ..augment import build_pipeline, preview_grid, sample_images, step_generator
     from ..config import load_config
     from ..data.loaders import datasets_for
+    from ..engine.runs.directory import check_writable_file
+    from ..imagegrid import save_image
 
+    refuse_stdout(out_path, "--out", "a PNG grid")
     cfg = load_config(experiment, set_)
     if not cfg.augment:
         raise CvlabError(f"{experiment}: augment: the list is empty, nothing to preview")
+    check_writable_file(out_path, "--out")  # before any work
     images = sample_images(datasets_for(cfg, "train"), n)
     grid = preview_grid(build_pipeline(cfg.augment), images, step_generator(cfg.seed, step))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(out_path, format="PNG")
-    out.print(f"written: {out_path} ({len(images)} images × {len(cfg.augment)} ops + pipeline)", markup=False)
+    save_image(Image.fromarray(grid), out_path)  # atomic: a failed write is one line naming the path
+    out.print(f"written: {out_path} ({plural(len(images), 'image')} × {plural(len(cfg.augment), 'op')} + pipeline)",
+              markup=False, highlight=False)

@@ -31,13 +31,26 @@ def _ints(text: str, option: str) -> list[int]:
              "    cvlab compare-norms experiments/scene_text.yaml --norms batch,sync_batch,group --seeds 3 "
              "--launcher submitit --submitit slurm_partition=gpu --submitit gpus_per_node=1 "
              "--submitit timeout_min=720 --dry-run\n\n"
-             "Rerun the same command (same --out) to resume: finished variants are skipped.")
+             "Rerun the same command (same --out) to resume: finished variants are skipped, a larger --steps "
+             "extends them. A variant already in --out that was trained with other settings (another --set, "
+             "--lr-scaling, a smaller --steps) is refused (exit 2) before any training: use another --out. A "
+             "summary that would lose finished variants keeps the previous one as summary.prev.*.\n\n"
+             "Exit status: 0 when at least one variant finished; 1 when every variant failed or diverged; 2 for "
+             "bad input, including every variant refused for its settings (e.g. batch norm at batch size 1).")
 @guarded
 def compare_norms(
     experiment: Path = typer.Argument(..., help="Experiment YAML file."),
     norms: str = typer.Option(..., help="Comma-separated norm names (see `cvlab models list`), each at its "
-                              "published position; name@before_act or name@after_act places one explicitly."),
-    batch_sizes: str = typer.Option(None, help="Comma-separated batch sizes (default: the experiment's)."),
+                              "published position; name@before_act or name@after_act places one explicitly; "
+                              "/source, /word, /form, /page or /image composes its groups of b from one source "
+                              "(non-i.i.d.); :2 (or :2+8) runs an entry at those batch sizes only."),
+    batch_sizes: str = typer.Option(None, help="Comma-separated batch sizes b (default: the experiment's): images "
+                                    "per BN statistic (per-device) or per step (per-step)."),
+    protocol: str = typer.Option("per-device", metavar="per-device|paper|per-step", help="per-device: b images "
+                                 "per BN statistic, every variant the same step batch and steps (norms without "
+                                 "batch statistics trained once); paper: --devices devices of b images each, the "
+                                 "step on devices·b; per-step: b is the step's batch, smaller b more steps."),
+    devices: int = typer.Option(8, min=1, help="--protocol paper: devices per step (the GN paper's 8 GPUs)."),
     seeds: int = typer.Option(1, min=1, help="Seeds per norm and batch size (seed, seed+1, ...)."),
     steps: int = typer.Option(None, min=1, help="Step budget at the largest batch size (default: train.steps); "
                               "smaller batches take proportionally more steps."),
@@ -60,7 +73,8 @@ def compare_norms(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
     """Train one experiment under several norms × batch sizes × seeds (same samples seen) and compare them:
-    sibling TensorBoard runs, summary.csv/json, report.md and plots in the output folder."""
+    sibling TensorBoard runs, summary.csv/json, report.md and plots in the output folder. Exits 1 when every
+    variant failed or diverged, 2 when every one was refused for bad input (the summary is written either way)."""
     from ..compare import compare_norms as compare_fn
     from ..compare import table_rows
     from ..compare.launchers import parse_options
@@ -75,7 +89,7 @@ def compare_norms(
     res = compare_fn(cfg, out_dir, names, sizes, seeds=seeds, steps=steps, lr_scaling=lr_scaling, jobs=jobs,
                      smooth_every=smooth_every, progress=PlainProgress(err, 10**9), launcher=launcher,
                      gpus=_ints(gpus, "--gpus") if gpus else None, submitit=parse_options(submitit_opt),
-                     dry_run=dry_run)
+                     dry_run=dry_run, protocol=protocol, devices=devices)
     if res.get("dry_run"):
         return
     head, body = table_rows(res["table"])
@@ -97,3 +111,13 @@ def compare_norms(
     out.print(f"written: {out_dir / 'summary.csv'}, summary.json, report.md, val_acc_vs_step.png, "
               f"acc_vs_batch_size.png, acc_vs_nhw.png", markup=False, highlight=False)
     out.print(f"TensorBoard: {_tensorboard_cmd(out_dir)}")
+    failing = [r for r in res["rows"] if r["status"] != "done"]
+    if res.get("outcome") == "bad_input":  # exit 2: one line naming what was refused
+        raise CvlabError(f"every variant was refused for its settings; the first: {failing[0]['norm']} bs="
+                         f"{failing[0]['batch_size']} seed={failing[0]['seed']}: {failing[0]['reason']}")
+    if res.get("outcome") == "failed":
+        counts = ", ".join(f"{sum(r['status'] == s for r in failing)} {s}"
+                           for s in dict.fromkeys(r["status"] for r in failing))
+        err.print(f"error: no variant finished ({counts}); the reasons are above and in "
+                  f"{out_dir / 'report.md'}", markup=False, highlight=False)
+        raise typer.Exit(1)

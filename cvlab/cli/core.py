@@ -7,7 +7,22 @@ from pathlib import Path
 import typer
 
 from ..errors import CvlabError, OutputError
-from .common import SET_HELP, _results_table, _tensorboard_cmd, app, err, guarded, other_rank, out
+from .common import (
+    SET_HELP,
+    _tensorboard_cmd,
+    app,
+    err,
+    expand_home,
+    format_option,
+    guarded,
+    notes_console,
+    other_rank,
+    out,
+    output_format,
+    plural,
+    print_rows,
+    results_rows,
+)
 
 config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment files.")
 app.add_typer(config_app, name="config")
@@ -52,11 +67,11 @@ def train(
         if init_from is not None:
             cfg.train.init_from = str(init_from)
         run_dir, metrics = start_run(cfg, runs_dir, name=name, progress=make_progress(err, cfg.log.every))
-    if metrics.get("datasets"):
-        out.print(_results_table(f"{cfg.name} — step {metrics['step']} (protocol {cfg.eval.protocol})",
-                                 metrics["datasets"]))
-    out.print(f"run: {run_dir}")
-    out.print(f"TensorBoard: {_tensorboard_cmd(run_dir.parent.parent)}")
+    if metrics.get("datasets"):  # a table on a terminal, tsv into a log file; the lines below on stdout either way
+        print_rows(results_rows(f"{cfg.name} — step {metrics['step']} (protocol {cfg.eval.protocol})",
+                                metrics["datasets"]), output_format(), notes=out)
+    out.print(f"run: {run_dir}", markup=False, highlight=False)
+    out.print(f"TensorBoard: {_tensorboard_cmd(run_dir.parent.parent)}", markup=False, highlight=False)
 
 
 def _protocol_help() -> str:
@@ -80,12 +95,14 @@ def eval_(
     protocol: str = typer.Option(None, help=_protocol_help()),
     checkpoint: str = typer.Option("best", help="best, last, or a checkpoint path."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    fmt: str = format_option(),
 ):
     """Score a trained run on its validation sets (test sets when it has them), or on the datasets given.
 
-    Every evaluation is kept: `RUN/eval/<checkpoint>-step<N>_<protocol>_<datasets>/<time>/` holds eval.json
-    (metrics, labels the protocol filtered, error summary) and one `<dataset>.predictions.csv` per dataset;
-    `RUN/eval/index.jsonl` lists them all. `eval.lexicon` (dataset | words.txt | null) adds
+    Every evaluation is kept: `RUN/eval/<checkpoint>-step<N>_<protocol>_<datasets>_<decoder>_<digest>/<time>/`
+    (the digest: the data's types, resolved roots, splits and options, the decoder) holds eval.json (metrics,
+    labels the protocol filtered, error summary, what was scored) and one `<dataset>.predictions.csv` per
+    dataset; `RUN/eval/index.jsonl` lists them all. `eval.lexicon` (dataset | words.txt | null) adds
     lexicon-constrained accuracy."""
     from ..config import parse_data_spec
     from ..engine.eval.evaluate import evaluate_run
@@ -94,23 +111,24 @@ def eval_(
 
     if protocol is not None and protocol not in PROTOCOLS:
         raise CvlabError(f"--protocol {protocol}: unknown (valid: {', '.join(PROTOCOLS)})")
+    fmt = output_format(fmt)
     specs = [parse_data_spec(d, opt) for d in data]
     try:
-        res = evaluate_run(run, checkpoint, data=specs or None, protocol=protocol, overrides=tuple(set_),
-                           progress=make_progress(err, 1))
+        res = evaluate_run(run, expand_home(checkpoint), data=specs or None, protocol=protocol,
+                           overrides=tuple(set_), progress=make_progress(err, 1))
     except OutputError as e:  # computed but not saved: show the numbers, then the error (exit 2)
-        _print_eval(e.result)
+        _print_eval(e.result, fmt)
         raise
-    _print_eval(res)
-    out.print(f"written: {res['dir']} (eval.json, one predictions CSV per dataset)", markup=False,
-              highlight=False)
+    _print_eval(res, fmt)
+    notes_console(fmt).print(f"written: {res['dir']} (eval.json, one predictions CSV per dataset)", markup=False,
+                             highlight=False)
 
 
-def _print_eval(res: dict) -> None:
-    out.print(_results_table(f"eval — step {res['step']}, {Path(res['checkpoint']).name} "
-                             f"(protocol {res['protocol']})", res["datasets"], res["combined"]))
+def _print_eval(res: dict, fmt: str) -> None:
+    print_rows(results_rows(f"eval — step {res['step']}, {Path(res['checkpoint']).name} "
+                            f"(protocol {res['protocol']})", res["datasets"], res["combined"]), fmt)
     for line in _eval_notes(res):
-        out.print(line, markup=False, highlight=False)
+        notes_console(fmt).print(line, markup=False, highlight=False)
 
 
 def _eval_notes(res: dict) -> list[str]:
@@ -120,17 +138,22 @@ def _eval_notes(res: dict) -> list[str]:
     lines = []
     for name, r in res["datasets"].items():
         for lex, v in r.get("lexicon", {}).items():
-            lines.append(f"{name}: lexicon-{lex} word acc {100 * v['word_acc']:.2f}% ({v['samples']} samples)")
+            lines.append(f"{name}: lexicon-{lex} word acc {100 * v['word_acc']:.2f}% ({plural(v['samples'], 'sample')})")
         for why, n in r.get("filtered", {}).items():
             lines.append(f"{name}: {n} of {r['total']} labels not scored under protocol {res['protocol']}: {why}")
         if r.get("empty_labels"):
-            lines.append(f"{name}: {r['empty_labels']} labels are empty under protocol {res['protocol']} "
+            are = "label is" if r["empty_labels"] == 1 else "labels are"
+            lines.append(f"{name}: {r['empty_labels']} {are} empty under protocol {res['protocol']} "
                          "(still scored: only an empty prediction matches)")
         if r.get("unreadable"):
             ex = "; ".join(r.get("unreadable_examples", []))
-            lines.append(f"{name}: {r['unreadable']} samples with unreadable images were not scored (e.g. {ex})")
+            were = "sample with an unreadable image was" if r["unreadable"] == 1 else \
+                "samples with unreadable images were"
+            lines.append(f"{name}: {r['unreadable']} {were} not scored (e.g. {ex})")
     for name, r in res["datasets"].items():
-        if "errors" in r:
+        if not r["samples"]:  # nothing scored: no rates (`—` above) and no "no errors" either
+            lines.append(f"{name}: no sample was scored")
+        elif "errors" in r:
             lines += summary_lines(name, r["errors"])
     return lines
 

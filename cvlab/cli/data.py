@@ -8,7 +8,7 @@ import typer
 
 from ..config.data import DATASET_TYPES
 from ..errors import CvlabError
-from .common import SET_HELP, app, err, guarded, out
+from .common import SET_HELP, app, err, guarded, is_stdout, out, plural, refuse_stdout, write_stdout
 
 data_app = typer.Typer(no_args_is_help=True, help="Check, convert and preview datasets as downloaded.")
 app.add_typer(data_app, name="data")
@@ -46,14 +46,21 @@ def _build(spec, charset: str, image=None):
     return build_dataset(spec, charset, data)
 
 
-def _print_check(name: str, r: dict) -> None:
-    out.print(f"[b]{name}[/b]: {r['samples']} samples, {r['readable']} images decoded")
+def _print_check(name: str, r: dict, out=out) -> None:
+    from rich.text import Text
+
+    out.print(Text.assemble((name, "bold"), f": {plural(r['samples'], 'sample')}, "
+                            f"{plural(r['readable'], 'image')} decoded"), highlight=False)
     for note in r["notes"]:
         out.print(f"  {note}", markup=False, highlight=False)
     for title in ("dropped", "adjusted"):
         for reason, n in sorted(r[title].items(), key=lambda kv: -kv[1]):
             ex = "; ".join(r["examples"].get(reason, []))
             out.print(f"  {title} {n}: {reason}" + (f"  e.g. {ex}" if ex else ""), markup=False, highlight=False)
+    if r.get("unwritable"):
+        ex = "; ".join(r["examples"].get("label has no character in the charset", []))
+        out.print(f"  {r['unwritable']} labels have no character in the charset: evaluation scores them as they "
+                  f"are, training drops them  e.g. {ex}", markup=False, highlight=False)
     if r["outside_charset"]:
         chars = ", ".join(f"{c!r}×{n}" for c, n in list(r["outside_charset"].items())[:30])
         out.print(f"  characters outside the charset: {chars}", markup=False, highlight=False)
@@ -77,7 +84,8 @@ def check(
     split: str = typer.Option(None, help="Split (train, test, ...; IAM: a split list name or file)."),
     opt: list[str] = typer.Option([], "--opt", help=OPT_HELP),
     charset: str = typer.Option("lower36", help="Charset to count characters against (without EXPERIMENT)."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON (`-`: to stdout, and "
+                                  "the report to stderr)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
     """Samples, dropped samples by reason (with examples), characters outside the charset, label lengths,
@@ -87,17 +95,19 @@ def check(
     from ..data.check import check_dataset
     from ..data.loaders import build_dataset, spec_name
 
-    if json_out:
+    if json_out and not is_stdout(json_out):
         _writable_file(json_out, "--json")
     results = {}
     if experiment is not None:
         cfg = load_config(experiment, set_)
         chars = resolve_charset(cfg.data.charset)
         for split_name in ("train", "val", "test"):
-            for spec in getattr(cfg.data, split_name):
+            for n, spec in enumerate(getattr(cfg.data, split_name)):
                 # one check per spec (an LMDB tree as a whole): its report counts each drop once
-                ds, name = build_dataset(spec, chars, cfg.data), spec_name(spec)
-                err.print(f"checking {split_name}/{name} ({len(ds)} samples)")
+                ds = build_dataset(spec, chars, cfg.data, key=f"data.{split_name}[{n}]")
+                name = spec_name(spec)
+                err.print(f"checking {split_name}/{name} ({plural(len(ds), 'sample')})", markup=False,
+                          highlight=False)
                 results[f"{split_name}/{name}"] = check_dataset(ds, chars)
     else:
         chars = resolve_charset(charset)
@@ -105,12 +115,16 @@ def check(
         ds = _build(spec, chars)
         results[spec.name or spec.type] = check_dataset(ds, chars)
     for name, r in results.items():
-        _print_check(name, r)
-    if json_out:  # after the results are printed: a write error does not hide them
+        _print_check(name, r, err if is_stdout(json_out) else out)
+    if is_stdout(json_out):
+        import json
+
+        write_stdout(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    elif json_out:  # after the results are printed: a write error does not hide them
         from ..atomic import write_json
 
         write_json(results, json_out)
-        out.print(f"written: {json_out}")
+        out.print(f"written: {json_out}", markup=False, highlight=False)
 
 
 @data_app.command("convert", epilog="Examples:\n\n"
@@ -132,13 +146,15 @@ def convert(
     from ..data.convert import convert_to_lmdb
     from ..engine.runs.directory import check_writable
 
+    refuse_stdout(out_dir, "--out", "an LMDB folder")
     check_writable(out_dir, "--out")
     ds = _build(_spec(type_, root, split, opt), resolve_charset(charset))
     res = convert_to_lmdb(ds, out_dir, on_progress=lambda n: err.print(f"  {n} written"))
-    for reason, n in res["dropped"].items():
-        ex = "; ".join(res["examples"].get(reason, []))
-        err.print(f"dropped {n}: {reason}  e.g. {ex}", markup=False, highlight=False)
-    out.print(f"written {res['written']} samples to {res['out']}", markup=False, highlight=False)
+    for line in res["report"]:  # the dataset's report, as `data check` and evaluation print it
+        err.print(f"  {line}", markup=False, highlight=False)
+    left_out = f" ({res['left_out']} left out: see the report above)" if res["left_out"] else ""
+    out.print(f"written {plural(res['written'], 'sample')} to {res['out']}{left_out}", markup=False,
+              highlight=False)
 
 
 @data_app.command("preview", epilog="Examples:\n\n"
@@ -162,11 +178,12 @@ def preview(
     from ..data.charset import resolve_charset
     from ..data.preview import preview_grid
 
+    refuse_stdout(out_file, "--out", "a PNG grid")
     _writable_file(out_file, "--out")
     image = ImageCfg(height=height, width=width, channels=3, resize="keep_ratio")
     res = preview_grid(_build(_spec(type_, root, split, opt), resolve_charset(charset), image), out_file, count)
     if res["broken"]:
-        err.print(f"{res['broken']} picked samples had unreadable images (not shown)")
+        err.print(f"{plural(res['broken'], 'picked sample')} had unreadable images (not shown)")
     if not res["out"]:
         raise CvlabError("no readable sample to show")
-    out.print(f"written: {res['out']} ({res['shown']} samples)", markup=False, highlight=False)
+    out.print(f"written: {res['out']} ({plural(res['shown'], 'sample')})", markup=False, highlight=False)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from .common import app, err, guarded, out
+from .common import Rows, app, err, expand_home, guarded, out, output_format, print_rows, refuse_stdout
 
 
 @app.command(epilog="Examples:\n\n    cvlab export runs/quickstart --format onnx --verify\n\n"
@@ -33,9 +32,10 @@ def export(
     from ..engine.export import ExportMismatch, export_run
     from .progress import make_progress
 
+    refuse_stdout(out_path, "--out", "a model (and the JSON beside it)")
     try:
-        res = export_run(run, fmt, out=out_path, do_verify=verify, checkpoint=checkpoint, tolerance=tolerance,
-                         progress=make_progress(err, 1))
+        res = export_run(run, fmt, out=out_path, do_verify=verify, checkpoint=expand_home(checkpoint),
+                         tolerance=tolerance, progress=make_progress(err, 1))
     except ExportMismatch as e:
         err.print(f"error: export check failed: {e}", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -44,15 +44,12 @@ def export(
     out.print(f"checked against the native model ({widths}; largest logit difference, tolerance "
               f"{res['tolerance']:g})", markup=False, highlight=False)
     if "verify" in res:
-        table = Table(title=f"{res['format']} vs native", caption="word acc in %")
-        for col in ("dataset", "samples", "native word acc %", "exported word acc %", "max logit diff",
-                    "changed predictions"):
-            table.add_column(col, justify="left" if col == "dataset" else "right")
-        for name, v in res["verify"].items():
-            table.add_row(name, str(v["samples"]), f"{100 * v['native_word_acc']:.2f}",
-                          f"{100 * v['export_word_acc']:.2f}", f"{v['max_logit_diff']:.2g}",
-                          str(v["changed_predictions"]))
-        out.print(table)
+        columns = ["dataset", "samples", "native word acc %", "exported word acc %", "max logit diff",
+                   "changed predictions"]
+        cells = [[name, str(v["samples"]), f"{100 * v['native_word_acc']:.2f}", f"{100 * v['export_word_acc']:.2f}",
+                  f"{v['max_logit_diff']:.2g}", str(v["changed_predictions"])] for name, v in res["verify"].items()]
+        print_rows(Rows(columns, cells, title=f"{res['format']} vs native", caption="word acc in %",
+                        right=frozenset(columns[1:])), output_format(), notes=out)
     if res.get("error"):
         err.print(f"error: {res['error']}", markup=False, highlight=False)
         raise typer.Exit(1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import app, guarded, out
+from .common import app, guarded, out, plural
 
 import_app = typer.Typer(no_args_is_help=True, help="Turn other projects' checkpoints into cvlab runs.")
 app.add_typer(import_app, name="import")
@@ -40,6 +40,6 @@ def dtrb(
     info = import_dtrb(checkpoint, arch, character=character, sensitive=sensitive, height=height, width=width,
                        max_length=max_length, runs_dir=runs_dir, name=name)
     out.print(f"{info['arch']}: every tensor mapped ({info['tensors']} DTRB tensors), charset of "
-              f"{len(info['charset'])} characters", markup=False, highlight=False)
+              f"{plural(len(info['charset']), 'character')}", markup=False, highlight=False)
     out.print(f"run: {info['run']}", markup=False, highlight=False)
     out.print(f"score it: cvlab eval {info['run']} --data lmdb:PATH/TO/evaluation", markup=False, highlight=False)

@@ -36,6 +36,8 @@ def longest_first(todo: list[Variant]) -> list[Variant]:
 
 
 def _report(progress: Progress, name: str, rec: dict, where: str = "") -> None:
+    for line in rec.get("messages", ()):  # what a variant trained in another process reported
+        progress.message(f"{name}{where}: {line}")
     progress.message(f"{name}{where}: {rec['status']} {rec.get('reason', '')}".rstrip())
 
 
@@ -72,7 +74,8 @@ def one_after_another(todo: list[Variant], out_dir: Path, every: dict, progress:
     for v in todo:
         progress.message(f"{v.name}: training {v.cfg.train.steps} steps at batch size {v.batch_size}, "
                          f"lr {v.cfg.train.lr:.3g} ({v.lr_scaling} scaling)")
-        _report(progress, v.name, run_variant(v.cfg.model_dump(mode="json"), str(out_dir / v.name), every[v.name]))
+        rec = run_variant(v.cfg.model_dump(mode="json"), str(out_dir / v.name), every[v.name], progress)
+        _report(progress, v.name, rec)
 
 
 def in_processes(todo: list[Variant], out_dir: Path, every: dict, jobs: int, progress: Progress) -> None:

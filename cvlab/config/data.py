@@ -6,7 +6,7 @@ in `DATASET_SPECS`. The loaders that read these specs live in `cvlab.data`.
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from .base import Section
 from .spec import SpecBase
@@ -125,16 +125,44 @@ class CharsetFile(Section):
 
 
 class CharsetChars(Section):
-    chars: str = Field(min_length=1, description="the symbols themselves, in order (duplicates removed)")
+    chars: str = Field(description="the symbols themselves, in order (duplicates removed)")
+
+    @field_validator("chars")
+    @classmethod
+    def _not_empty(cls, chars):
+        if not chars:
+            raise ValueError("must not be empty (write the symbols, e.g. {chars: '0123456789'}, or use a preset)")
+        return chars
 
 
 # Charset presets by name (the characters are built in cvlab.data.charset). A bare string must be one of these:
 # a typo of a preset ("lower37") must not silently become a 7-symbol literal charset.
 CHARSET_PRESETS = ("digits", "lower36", "alnum62", "printable94", "gb2312-l1")
+CHARSET_FORMS = ("preset", "chars", "file")  # the union's tags; error keys leave them out (config.load)
+
+
+def _charset_form(v) -> str | None:
+    """Which form a charset is written in, so a mistake is reported against that form alone (a plain union
+    reports every member's complaint: four lines for `{chars: ""}`)."""
+    if isinstance(v, str):
+        return "preset"
+    if isinstance(v, (CharsetChars, CharsetFile)):
+        return "chars" if isinstance(v, CharsetChars) else "file"
+    if isinstance(v, dict) and ("chars" in v or "file" in v):
+        return "file" if "chars" not in v else "chars"
+    return None
+
+
+CharsetSpec = Annotated[
+    Union[Annotated[str, Tag("preset")], Annotated[CharsetChars, Tag("chars")],  # noqa: UP007
+          Annotated[CharsetFile, Tag("file")]],
+    Discriminator(_charset_form, custom_error_type="charset_form",
+                  custom_error_message=f"expected a preset ({', '.join(CHARSET_PRESETS)}), {{chars: literal "
+                                       f"characters}} or {{file: path}}")]
 
 
 class DataCfg(Section):
-    charset: str | CharsetChars | CharsetFile = Field(
+    charset: CharsetSpec = Field(
         "lower36", description="preset (digits, lower36, alnum62, printable94, gb2312-l1), {chars: literal characters}, "
         "or {file: path}"
     )
@@ -146,6 +174,10 @@ class DataCfg(Section):
     max_label_length: int | None = Field(
         None, ge=1, description="drop training labels longer than this (DTRB's batch_max_length; default: only what "
         "the head cannot fit: CTC frames, attention max_length), counted in the data report")
+    group_by: Literal["none", "source", "writer", "form", "page", "image"] = Field(
+        "none", description="train batches of groups of group_size samples that share this (synth: source, with "
+        "same_source; iam: form; rimes lines: page; svt: image): non-i.i.d. batches, as real data read in order")
+    group_size: int = Field(2, ge=2, description="samples per group with group_by (batch_size must be a multiple)")
 
     @field_validator("charset")
     @classmethod

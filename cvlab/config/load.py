@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import CvlabError
 from .augment import AUGMENT_OPS
-from .data import DATASET_TYPES
+from .data import CHARSET_FORMS, DATASET_TYPES, CharsetChars, CharsetFile
 from .schema import Experiment
 
 # Discriminated unions put the chosen tag into error locations (`data.train[0].synth.size`,
@@ -61,13 +62,22 @@ def _tag_key(e: dict) -> str:
     return str(e.get("ctx", {}).get("discriminator", "type")).strip("'\"")
 
 
+def _without_charset_form(loc: tuple) -> tuple[tuple, str | None]:
+    """`loc` without the charset union's tag (`data.charset.chars.chars` -> `data.charset.chars`), and the tag."""
+    for i in range(1, len(loc)):
+        if loc[i - 1] == "charset" and loc[i] in CHARSET_FORMS:
+            return loc[:i] + loc[i + 1:], loc[i]
+    return loc, None
+
+
 def format_error(err: ValidationError, source: str) -> str:
     """One line per problem: `source: dotted.key: what is wrong`."""
     lines = []
     for e in err.errors():
-        key = _dotted(e["loc"])
+        loc, form = _without_charset_form(tuple(e["loc"]))
+        key = _dotted(loc)
         if e["type"] == "extra_forbidden":
-            owner = _model_at(tuple(p for p in e["loc"]))
+            owner = {"chars": CharsetChars, "file": CharsetFile}.get(form) or _model_at(loc)
             valid = f" (valid keys: {', '.join(owner.model_fields)})" if owner else ""
             msg = f"unknown key{valid}"
         elif e["type"] == "union_tag_invalid":
@@ -208,23 +218,74 @@ def load_saved_config(path: str | Path | None = None, overrides: list[str] | tup
     """A run's own config (its config.yaml, or the one a copied-out checkpoint carries). It was written with every
     key as the run had it, so a key it lacks was added to cvlab after the run started: it takes the value that
     rebuilds the model the run trained, not today's default."""
-    data = read_yaml(path) if raw is None else raw
-    norm = (data.get("model") or {}).get("norm") if isinstance(data, dict) else None
+    data = fill_added_keys(read_yaml(path) if raw is None else raw)
+    return load_config(path, overrides, raw=data)
+
+
+def fill_added_keys(raw: dict) -> dict:
+    """A copy of a run's saved config with every key added to cvlab since the run started set to the value the
+    run trained with (load_saved_config; resume compares a checkpoint's config through it as well)."""
+    data = copy.deepcopy(raw)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        return data
+    norm = model.get("norm")
     if isinstance(norm, dict) and norm.get("name") == "group" and "min_channels_per_group" not in norm:
         norm["min_channels_per_group"] = 1  # before the key, `groups` went down to one channel per group
-    return load_config(path, overrides, raw=data)
+    model.setdefault("init", "torch")  # before the key, every weight kept PyTorch's default init
+    return data
 
 
 def dump_config(cfg: Experiment) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def _split_choices(kind: str) -> tuple[str, ...] | None:
+    """The split names a dataset type accepts: a fixed tuple, None when any name is allowed (an LMDB
+    sub-folder, an IAM split list), () when the type has no split (folder, synth) or is unknown."""
+    from .data import DATASET_SPECS
+
+    for spec in DATASET_SPECS:
+        if spec.model_fields["type"].default == kind:
+            field = spec.model_fields.get("split")
+            if field is None:
+                return ()
+            ann = field.annotation
+            return get_args(ann) if get_origin(ann) is Literal else None  # Literal: fixed names; str: any
+    return ()
+
+
+def _root_and_split(text: str, kind: str, rest: str) -> tuple[str, str | None]:
+    """ROOT[:SPLIT] where ROOT may itself hold a `:`. The last `:` part is the split when it is a split name of
+    the type, or when the path before it exists and the whole does not; it is part of the root when the type has
+    no split, when the whole path exists, or when it names no split of a type with fixed split names. Anything
+    else (a free-form split, as LMDB sub-folders and IAM lists are, with both paths or neither on disk) is
+    ambiguous: an error saying how to write it."""
+    head, sep, tail = rest.rpartition(":")
+    choices = _split_choices(kind)
+    if not sep or choices == ():
+        return rest, None
+    if choices and tail in choices:
+        return head, tail
+    whole, front = (Path(p).expanduser().exists() for p in (rest, head))
+    if whole and not front:
+        return rest, None
+    if front and not whole:
+        return head, tail  # a misspelt split name of a fixed list is then reported as such
+    if choices and not whole:
+        return rest, None  # not a split name: part of a root that the loader reports missing
+    both = f"both {rest} and {head} exist" if whole else f"neither {rest} nor {head} exists"
+    raise CvlabError(f"--data {text}: cannot tell whether {tail!r} is a split of {kind} or part of the root "
+                     f"({both}); write it as --data {kind} --opt root=PATH --opt split=NAME")
+
+
 def parse_data_spec(text: str, opts: list[str] | tuple[str, ...] = ()):
-    """`TYPE[:ROOT[:SPLIT]]` plus `--opt key=value` items -> a validated dataset spec."""
+    """`TYPE[:ROOT[:SPLIT]]` plus `--opt key=value` items -> a validated dataset spec. A root may hold `:`
+    (see `_root_and_split`); `--opt root=PATH --opt split=NAME` says it without any parsing."""
     kind, _, rest = text.partition(":")
     raw: dict[str, Any] = {"type": kind}
     if rest:
-        root, _, split = rest.partition(":")
+        root, split = _root_and_split(text, kind, rest)
         raw["root"] = root
         if split:
             raw["split"] = split

@@ -71,8 +71,11 @@ class NormCfg(Section):
                                "(compare-norms scales it with the step count)")
     position: Literal["before_act", "after_act"] | None = Field(
         None, description="null = the norm's published position (before the activation; lrn after the ReLU)")
+    ghost_batch: int | None = Field(
+        None, ge=1, description="batch: training statistics over consecutive groups of this many samples of each "
+        "process's batch, as that many images per GPU without SyncBN (the GN paper's batch size); null = the batch")
 
-    @field_validator("groups", "channels_per_group", "min_channels_per_group", "renorm_warmup")
+    @field_validator("groups", "channels_per_group", "min_channels_per_group", "renorm_warmup", "ghost_batch")
     @classmethod
     def _options_apply(cls, value, info: ValidationInfo):
         neutral = cls.model_fields[info.field_name].default
@@ -85,7 +88,7 @@ class NormCfg(Section):
 
 # the norm each option belongs to (compare-norms resets them to neutral for the other norms)
 NORM_OPTIONS = {"groups": "group", "channels_per_group": "group", "min_channels_per_group": "group",
-                "renorm_warmup": "batch_renorm"}
+                "renorm_warmup": "batch_renorm", "ghost_batch": "batch"}
 
 
 class SequenceCfg(Section):
@@ -122,3 +125,7 @@ class ModelCfg(Section):
     sequence: SequenceCfg = SequenceCfg()
     head: HeadCfg = HeadCfg()
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head")
+    init: Literal["he", "dtrb", "torch"] = Field(
+        "he", description="initial weights: he = kaiming normal (fan_out, ReLU) convolutions, bias 0, norms 1/0 "
+        "(torchvision's VGG/ResNet); dtrb = DTRB's train.py (every weight kaiming fan_in, bias 0, BN 1); torch = "
+        "PyTorch's defaults (runs saved before this key)")

@@ -88,6 +88,19 @@ class Experiment(Section):
     eval: EvalCfg = EvalCfg()
     log: LogCfg = LogCfg()
 
+    @field_validator("train")
+    @classmethod
+    def _ghost_batches_fill_the_batch(cls, train, info):
+        model = info.data.get("model")
+        ghost = model.norm.ghost_batch if model is not None else None
+        if ghost and train.batch_size % ghost:
+            raise ValueError(f"batch_size {train.batch_size} is not a multiple of model.norm.ghost_batch {ghost} "
+                             "(each group of that many samples stands for one device)")
+        data = info.data.get("data")
+        if data is not None and data.group_by != "none" and train.batch_size % data.group_size:
+            raise ValueError(f"batch_size {train.batch_size} is not a multiple of data.group_size {data.group_size}")
+        return train
+
     @field_validator("augment")
     @classmethod
     def _one_learned_op(cls, ops):

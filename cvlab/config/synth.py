@@ -130,6 +130,11 @@ class SynthSpec(SpecBase):
     jpeg: JpegCfg = _stage(JpegCfg, 0.3)
     lowres: LowresCfg = _stage(LowresCfg, 0.25)
     lighting: LightingCfg = _stage(LightingCfg, 0.35)
+    same_source: int = Field(
+        1, ge=1, description="k consecutive samples (a run: index // k) share every style draw: font, size, weight, "
+        "kerning, colours, layout, stages and their parameters, as crops of one photograph; 1 = independent")
+    same_word: bool = Field(False, description="with same_source > 1: the run's samples share their word as well "
+                            "(only the noise grain differs)")
 
     @model_validator(mode="before")
     @classmethod

@@ -57,6 +57,16 @@ def resolve_charset(spec: str | CharsetChars | CharsetFile) -> str:
     return chars
 
 
+def charset_name(spec: str | CharsetChars | CharsetFile) -> str:
+    """The charset as the config writes it, for messages: `lower36`, `{chars: 'abc'}`, `{file: chars.txt}`."""
+    if isinstance(spec, CharsetFile):
+        return f"{{file: {spec.file}}}"
+    if isinstance(spec, CharsetChars):
+        chars = spec.chars if len(spec.chars) <= 20 else spec.chars[:20] + "…"
+        return f"{{chars: {chars!r}}}"
+    return str(spec)
+
+
 def case_fold(charset: str):
     """The case rule for training labels, as DTRB's non-sensitive mode: a charset with lower-case letters and
     no upper-case ones (lower36) lower-cases labels, the reverse upper-cases them, anything else keeps case.

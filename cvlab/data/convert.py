@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from ..errors import CvlabError
 from ..imagegrid import to_pil
 from .formats.base import LOAD_ERRORS
-from .loaders import unwrap
+from .loaders import report_of, unwrap
 from .report import DataReport
 
 _COMMIT_EVERY = 1000
@@ -26,8 +26,10 @@ def _png_of(image, label: str) -> tuple[bytes, str]:
 
 
 def convert_to_lmdb(ds: Dataset, out: Path, on_progress=None) -> dict:
-    """Write `ds` to `out`; returns {"written": n, "dropped": {...}, "examples": {...}}.
-    Every image is decoded first: undecodable ones are dropped and counted, never written."""
+    """Write `ds` to `out`; returns {"written": n, "out": path, "left_out": samples of the source not written,
+    "dropped": {...}, "examples": {...}, "report": lines}: what the dataset dropped while reading its annotations
+    and the images found undecodable here (decoded first, dropped and counted, never written), the same report
+    lines `data check` and evaluation print."""
     out = Path(out)
     if (out / "data.mdb").exists():
         raise CvlabError(f"{out}: already holds an LMDB (data.mdb); choose a new --out folder")
@@ -61,4 +63,10 @@ def convert_to_lmdb(ds: Dataset, out: Path, on_progress=None) -> dict:
         txn.commit()
     finally:
         env.close()
-    return {"written": written, "out": str(out), "dropped": dict(report.dropped), "examples": report.examples}
+    source = report_of(ds) or DataReport("dataset")
+    lines = source.lines(charset=False) + report.lines()  # labels are written as they are: no charset lines
+    dropped = {**source.dropped}
+    for reason, n in report.dropped.items():
+        dropped[reason] = dropped.get(reason, 0) + n
+    return {"written": written, "out": str(out), "left_out": source.total_dropped + report.total_dropped,
+            "dropped": dropped, "examples": {**source.examples, **report.examples}, "report": lines}

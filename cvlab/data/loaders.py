@@ -15,7 +15,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 from ..config import Experiment
 from ..config.data import DataCfg, SpecBase
 from ..errors import CvlabError
-from .charset import resolve_charset
+from .charset import charset_name, resolve_charset
 from .formats.base import Broken
 from .formats.folder import FolderDataset
 from .formats.iam import IamDataset
@@ -24,7 +24,7 @@ from .formats.iiit5k import Iiit5kDataset
 from .formats.lmdb import LmdbDataset
 from .formats.rimes import RimesDataset
 from .formats.svt import SvtDataset
-from .report import DataReport
+from .report import UNWRITABLE, DataReport
 from .synth import SynthWords
 
 DATASETS: dict[str, type] = {
@@ -40,13 +40,65 @@ def _construct(spec: SpecBase, charset: str, data: DataCfg) -> Dataset:
     return cls(spec, charset, data.image)
 
 
-def _limited(spec: SpecBase, ds: Dataset, name: str) -> Dataset:
+def where(spec: SpecBase, key: str | None = None, part: str | None = None) -> str:
+    """How a message names a dataset: its YAML key when it has one (`data.train[0]`), and what it reads
+    (`folder /x/y`, `lmdb /x/y evaluation/A`, `ic13 /x/y split test`)."""
+    root = getattr(spec, "root", None)
+    split = getattr(spec, "split", None)
+    what = " ".join(str(s) for s in (spec.type, root, part) if s) + (f" split {split}" if split else "")
+    return f"{key} ({what})" if key else what
+
+
+def writable(ds: Dataset, data: DataCfg, *, at: str, training: bool) -> Dataset:
+    """Labels with no character in the charset (every one of their characters outside it, after case folding)
+    would train as empty targets. Training drops them, counted in the dataset's report, and refuses a dataset
+    left with none, naming it and the charset; evaluation scores them as they are (the report counts them)."""
+    base, _ = unwrap(ds)
+    bad = set(getattr(base, "unwritable", ()))
+    if not bad:
+        return ds
+    if ds is base or (isinstance(ds, Subset) and ds.dataset is base):  # a dataset, or one LMDB folder of it
+        positions = range(len(ds)) if ds is base else ds.indices
+    else:
+        positions = [unwrap(ds, i)[1] for i in range(len(ds))]
+    kept = [i for i, j in enumerate(positions) if j not in bad]
+    lost = [j for j in positions if j in bad]
+    if not lost:
+        return ds
+    report = report_of(ds)
+    examples = [f"{base.source(j)} {base.label(j)!r}" for j in lost[:3]]
+    if not training:
+        if report is not None:
+            report.count_unwritable(len(lost), examples)
+        return ds
+    if not kept:
+        raise CvlabError(f"{at}: none of its {len(lost)} labels has a character in the charset "
+                         f"{charset_name(data.charset)} (e.g. {'; '.join(examples[:2])}); choose data.charset to "
+                         f"match the labels")
+    if report is not None:
+        reason = f"{UNWRITABLE} {charset_name(data.charset)}"
+        for example in examples:
+            report.drop(reason, example)
+        report.dropped[reason] += len(lost) - len(examples)
+    out = Subset(ds, kept)
+    if report is not None:
+        out.report = report
+    return out
+
+
+def _limited(spec: SpecBase, ds: Dataset, at: str) -> Dataset:
     if spec.limit is not None and spec.limit < len(ds):
         ds = Subset(ds, range(spec.limit))
     if len(ds) == 0:
         why = "; ".join(report_lines(ds)[:3])
-        raise CvlabError(f"{name}: the dataset has 0 samples" + (f" ({why})" if why else ""))
+        raise CvlabError(f"{at}: the dataset has 0 samples" + (f" ({why})" if why else " (its annotations list none)"))
     return ds
+
+
+def _ready(spec: SpecBase, ds: Dataset, data: DataCfg, *, at: str, training: bool) -> Dataset:
+    """A constructed dataset (or one part) as it is used: unwritable labels handled, `limit` applied, a
+    val/test copy distorted."""
+    return _distorted(spec, _limited(spec, writable(ds, data, at=at, training=training), at))
 
 
 class Distorted(Dataset):
@@ -79,24 +131,28 @@ def _distorted(spec: SpecBase, ds: Dataset) -> Dataset:
     return Distorted(ds, spec.augment) if spec.augment else ds
 
 
-def build_dataset(spec: SpecBase, charset: str, data: DataCfg) -> Dataset:
-    return _distorted(spec, _limited(spec, _construct(spec, charset, data), spec_name(spec)))
+def build_dataset(spec: SpecBase, charset: str, data: DataCfg, *, key: str | None = None,
+                  training: bool = False) -> Dataset:
+    """One spec as one dataset. `key` (`data.val[0]`) names it in errors; `training` drops the labels the
+    charset cannot write (see `writable`)."""
+    return _ready(spec, _construct(spec, charset, data), data, at=where(spec, key), training=training)
 
 
-def build_parts(spec: SpecBase, charset: str, data: DataCfg) -> dict[str, Dataset]:
+def build_parts(spec: SpecBase, charset: str, data: DataCfg, *, key: str | None = None,
+                training: bool = False) -> dict[str, Dataset]:
     """One dataset per part: an LMDB tree (e.g. evaluation/IIIT5k_3000, evaluation/SVT) gives one per folder,
     so evaluation reports one row per benchmark; everything else gives itself. `limit` applies per part."""
     ds = _construct(spec, charset, data)
     parts = ds.parts() if hasattr(ds, "parts") else {}
     if len(parts) <= 1:
-        return {spec_name(spec): _distorted(spec, _limited(spec, ds, spec_name(spec)))}
+        return {spec_name(spec): _ready(spec, ds, data, at=where(spec, key), training=training)}
     out = {}
     for rel, idx in parts.items():
         name = f"{spec.name}_{rel}" if spec.name else rel + ("_distorted" if spec.augment else "")
         name = name.replace("/", "_")
         part = Subset(ds, idx)
         part.report = ds.part_report(rel)  # each folder's own drops, so nothing is printed twice
-        out[name] = _distorted(spec, _limited(spec, part, name))
+        out[name] = _ready(spec, part, data, at=where(spec, key, rel), training=training)
     return out
 
 
@@ -116,11 +172,14 @@ def spec_name(spec: SpecBase) -> str:
     return base
 
 
-def named_datasets(specs: Sequence[SpecBase], charset: str, data: DataCfg) -> dict[str, Dataset]:
-    """Build each spec, naming them uniquely (`synth`, `synth1`, ...) when names are not given."""
+def named_datasets(specs: Sequence[SpecBase], charset: str, data: DataCfg, *, key: str | None = None,
+                   training: bool = False) -> dict[str, Dataset]:
+    """Build each spec, naming them uniquely (`synth`, `synth1`, ...) when names are not given. `key` is the
+    YAML list the specs come from (`data.val`): errors name `data.val[1]`."""
     out: dict[str, Dataset] = {}
-    for spec in specs:
-        for part_name, ds in build_parts(spec, charset, data).items():
+    for n, spec in enumerate(specs):
+        item = f"{key}[{n}]" if key else None
+        for part_name, ds in build_parts(spec, charset, data, key=item, training=training).items():
             name, i = part_name, 1
             while name in out:
                 name = f"{part_name}{i}"
@@ -131,9 +190,14 @@ def named_datasets(specs: Sequence[SpecBase], charset: str, data: DataCfg) -> di
 
 
 def datasets_for(cfg: Experiment, split: str) -> dict[str, Dataset]:
-    """An experiment's `data.train` or `data.val` datasets, by name (empty when none are configured)."""
+    """An experiment's `data.train` or `data.val` datasets, by name (empty when none are configured). Training
+    sets leave out the labels the charset cannot write (counted; a set with none left is an error)."""
     specs = getattr(cfg.data, split)
-    return named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data) if specs else {}
+    if not specs:
+        return {}
+    return named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data, key=f"data.{split}",
+                          training=split == "train")
+
 
 def unwrap(ds: Dataset, i: int | None = None) -> tuple[Dataset, int | None]:
     """The dataset under Subset wrappers, and index i mapped into it."""
@@ -141,6 +205,41 @@ def unwrap(ds: Dataset, i: int | None = None) -> tuple[Dataset, int | None]:
         i = None if i is None else int(ds.indices[i])
         ds = ds.dataset
     return ds, i
+
+
+GROUPINGS = ("source", "writer", "form", "page", "image")
+
+
+def batch_groups(datasets: dict[str, Dataset], by: str, size: int) -> tuple[list[list[int]], list[str]]:
+    """Groups of `size` training samples that share their `by` (a synthetic source, a writer, a form, a page, a
+    photograph), for batches whose normalization groups are not i.i.d., as on real data read unshuffled. Returns
+    (groups as positions in the concatenated datasets, report lines). Samples left after whole groups of their
+    own key are grouped with each other (said); fewer than `size` left at the end are not trained on (said)."""
+    groups, loose, lines, offset = [], [], [], 0
+    for name, ds in datasets.items():
+        base, _ = unwrap(ds)
+        known = getattr(base, "GROUP_KEYS", ())
+        if by not in known:
+            has = f"it records: {', '.join(known)}" if known else "it records none"
+            raise CvlabError(f"data.group_by: {by}: the training set {name} does not record a sample's {by} ({has})")
+        by_key: dict = {}
+        for i in range(len(ds)):
+            by_key.setdefault(base.group_key(unwrap(ds, i)[1], by), []).append(offset + i)
+        before = len(groups)
+        for idx in by_key.values():
+            whole = len(idx) // size * size
+            groups += [idx[j:j + size] for j in range(0, whole, size)]
+            loose += idx[whole:]
+        lines.append(f"{name}: {len(groups) - before} groups of {size} samples sharing their {by} "
+                     f"(from {len(by_key)} {by}s)")
+        offset += len(ds)
+    mixed = len(loose) // size * size
+    groups += [loose[j:j + size] for j in range(0, mixed, size)]
+    if mixed:
+        lines.append(f"{mixed} samples left after whole groups of their {by}: batched in mixed groups of {size}")
+    if len(loose) > mixed:
+        lines.append(f"{len(loose) - mixed} samples do not fill a last group of {size}: not trained on")
+    return groups, lines
 
 
 def report_of(ds: Dataset) -> DataReport | None:
@@ -249,16 +348,24 @@ class StepSampler(Sampler[list[int]]):
     run continue the same stream at another global batch (another world size)."""
 
     def __init__(self, n: int, batch_size: int, *, seed: int, steps: int, start: int = 0, rank: int = 0,
-                 world: int = 1, offset: int | None = None):
+                 world: int = 1, offset: int | None = None, groups: list[list[int]] | None = None):
         self.n, self.batch_size, self.seed, self.steps, self.start = n, batch_size, seed, steps, start
         self.rank, self.world = rank, world
         self.offset = start * batch_size * world if offset is None else offset
         self._epoch, self._perm = -1, None
+        # `groups` (equal-sized, from batch_groups): the permutation moves whole groups, so each stays together
+        self.groups = torch.tensor(groups, dtype=torch.long) if groups else None  # (G, k)
+        if self.groups is not None:
+            self.n = self.groups.numel()
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+            if self.groups is None:
+                self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+            else:  # (G, k) rows in a random order, flattened: group j fills positions [j·k, (j+1)·k)
+                self._epoch = epoch
+                self._perm = self.groups[torch.randperm(len(self.groups), generator=g)].reshape(-1)
         return self._perm
 
     def position(self, step: int) -> int:
@@ -285,11 +392,13 @@ def _fast_loading(workers: int, pin: bool) -> dict:
 
 
 def train_loader(datasets: dict[str, Dataset], batch_size: int, *, seed: int, steps: int, start: int, workers: int,
-                 rank: int = 0, world: int = 1, offset: int | None = None, pin: bool | None = None) -> DataLoader:
-    """Step `start` onwards; under torchrun each rank passes its rank and the world size (see StepSampler)."""
+                 rank: int = 0, world: int = 1, offset: int | None = None, pin: bool | None = None,
+                 groups: list[list[int]] | None = None) -> DataLoader:
+    """Step `start` onwards; under torchrun each rank passes its rank and the world size (see StepSampler).
+    `groups`: batch_groups' groups, kept together in every batch (positions in the concatenated datasets)."""
     ds = ConcatDataset(list(datasets.values()))
     sampler = StepSampler(len(ds), batch_size, seed=seed, steps=steps, start=start, rank=rank, world=world,
-                          offset=offset)
+                          offset=offset, groups=groups)
     pin = torch.cuda.is_available() if pin is None else pin
     return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, keep_empty=True,
                            **_fast_loading(workers, pin))

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 EXAMPLES = 3
+UNWRITABLE = "label has no character in the charset"
 
 
 @dataclass
@@ -19,6 +20,7 @@ class DataReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     outside_charset: Counter = field(default_factory=Counter)  # character -> occurrences in kept labels
     notes: list[str] = field(default_factory=list)  # one-off facts (fallback separator used, subset applied)
+    unwritable: int = 0  # kept labels with no character in the charset (evaluation scores them; training drops)
 
     def _example(self, reason: str, example: str) -> None:
         ex = self.examples.setdefault(reason, [])
@@ -37,6 +39,11 @@ class DataReport:
         if text not in self.notes:
             self.notes.append(text)
 
+    def count_unwritable(self, n: int, examples: list[str]) -> None:
+        """`n` kept labels have no character in the charset (set once per dataset, with a few examples)."""
+        self.unwritable = n
+        self.examples[UNWRITABLE] = examples[:EXAMPLES]
+
     def count_charset(self, label: str, charset: set[str]) -> None:
         for c in label:
             if c not in charset:
@@ -53,13 +60,20 @@ class DataReport:
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
 
-    def lines(self) -> list[str]:
-        """Human-readable lines; empty when there is nothing to say."""
+    def lines(self, *, charset: bool = True) -> list[str]:
+        """Human-readable lines; empty when there is nothing to say. `charset=False` leaves out what is said
+        about the charset (for `data convert`, which writes labels as they are)."""
         out = list(self.notes)
         for title, counts in (("dropped", self.dropped), ("adjusted", self.adjusted)):
             for reason, n in counts.most_common():
                 ex = "; ".join(self.examples.get(reason, []))
                 out.append(f"{title} {n}: {reason}" + (f" (e.g. {ex})" if ex else ""))
+        if not charset:
+            return out
+        if self.unwritable:
+            ex = "; ".join(self.examples.get(UNWRITABLE, []))
+            out.append(f"{self.unwritable} labels have no character in the charset: evaluation scores them as they "
+                       f"are, training drops them (e.g. {ex})")
         if self.outside_charset:
             chars = " ".join(f"{c!r}×{n}" for c, n in self.outside_charset.most_common(20))
             more = len(self.outside_charset) - 20
@@ -70,4 +84,5 @@ class DataReport:
     def to_dict(self) -> dict:
         return {"name": self.name, "samples": self.samples, "dropped": dict(self.dropped),
                 "adjusted": dict(self.adjusted), "examples": self.examples,
-                "outside_charset": dict(self.outside_charset.most_common()), "notes": self.notes}
+                "outside_charset": dict(self.outside_charset.most_common()), "unwritable": self.unwritable,
+                "notes": self.notes}

@@ -50,18 +50,26 @@ def plain_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def export_model(model: torch.nn.Module, path: Path, fmt: str, example: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on Python ints and the legacy exporter's deprecation
-        if fmt == "onnx":
-            _needs("onnx")
-            torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": {0: "batch", 3: "width"},
-                                            "logits": {0: "batch", 1: "frames"}},
-                              opset_version=OPSET, dynamo=False)
-        else:
-            with torch.no_grad():
-                torch.jit.trace(model, example, check_trace=False).save(str(path))
+    """Trace `model` into `path`, written atomically (cvlab/atomic.py): a failed write (full disk, read-only
+    folder) is a CvlabError naming the path and leaves no half-written model behind."""
+    from ..atomic import atomic_write
+
+    if fmt == "onnx":
+        _needs("onnx")
+
+    def write(f) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on Python ints and the legacy exporter's deprecation
+            if fmt == "onnx":
+                torch.onnx.export(model, (example,), f, input_names=["images"], output_names=["logits"],
+                                  dynamic_axes={"images": {0: "batch", 3: "width"},
+                                                "logits": {0: "batch", 1: "frames"}},
+                                  opset_version=OPSET, dynamo=False)
+            else:
+                with torch.no_grad():
+                    torch.jit.save(torch.jit.trace(model, example, check_trace=False), f)
+
+    atomic_write(Path(path), write)
 
 
 def runner(path: Path, fmt: str):
@@ -137,6 +145,7 @@ def export_run(run, fmt: str = "onnx", *, out: Path | None = None, do_verify: bo
     """Export a run's checkpoint; returns what was written and checked. Raises ExportMismatch (after the
     checks ran) when the exported model disagrees with the native one beyond `tolerance`."""
     from ..atomic import write_json
+    from .runs.directory import check_writable_file
     from .runs.load import load_run
 
     if fmt not in FORMATS:
@@ -144,9 +153,18 @@ def export_run(run, fmt: str = "onnx", *, out: Path | None = None, do_verify: bo
     if fmt == "onnx":  # before any work: a missing extra is the user's to install
         _needs("onnx")
         _needs("onnxruntime")
+    if out is not None:  # before any work: where the model goes must be writable (the one shared check)
+        out = Path(out).expanduser()
+        check_writable_file(out, "--out")
     loaded = load_run(run, checkpoint)
     cfg, image = loaded.cfg, loaded.cfg.data.image
-    path = Path(out) if out else loaded.run / "export" / f"{loaded.checkpoint.stem}{FORMATS[fmt]}"
+    path = out if out is not None else loaded.run / "export" / f"{loaded.checkpoint.stem}{FORMATS[fmt]}"
+    if out is None:  # the default, inside the run (which may be on a read-only filesystem)
+        try:
+            check_writable_file(path, "--out")
+        except CvlabError as e:
+            why = str(e).split(f"--out {path}: ", 1)[-1].split("; ")[0]
+            raise CvlabError(f"{path}: cannot write the export into the run ({why}); give --out PATH") from None
     model = plain_model(loaded.model)
     example = torch.rand(2, image.channels, image.height, image.width, generator=torch.Generator().manual_seed(0))
     export_model(model, path, fmt, example)

@@ -118,7 +118,7 @@ def dtrb_config(weights: dict, arch: tuple[str, str, str, str], charset: str, *,
                   "backbone": {**backbone, "size": "standard", "width": out_channel / 512},
                   "norm": {"name": "batch"}, "act": "relu",
                   "sequence": {"name": "bilstm", "layers": 2, "hidden": hidden} if hidden else {"name": "none"},
-                  "head": head, "dropout": 0.0},
+                  "head": head, "dropout": 0.0, "init": "dtrb"},  # a retrain from this config starts as DTRB's
         "eval": {"protocol": "dtrb" if charset == CHARSETS["default"] else "printable94"},
     }
     return Experiment.model_validate(raw)
@@ -162,15 +162,17 @@ def import_dtrb(path: Path, arch: str | None = None, *, character: str | None = 
     from ..config import dump_config
     from ..data.tokenizer import build_tokenizer
     from ..models import build_model
-    from .runs.directory import new_run_dir
+    from .runs.checkpoint import read_torch_file
+    from .runs.directory import check_writable, new_run_dir
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise CvlabError(f"{path}: file not found")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (a truncated or foreign file)
-        raise CvlabError(f"{path}: not a readable PyTorch state dict ({e.__class__.__name__}: {e})") from None
+    check_writable(runs_dir, "--runs-dir")  # before any work: where the new run goes must be writable
+    try:  # a truncated or foreign file, or a pickle of objects: one plain line, never torch's own text
+        raw = read_torch_file(path, map_location="cpu", weights_only=True)
+    except CvlabError as e:
+        raise CvlabError(f"{e} (DTRB saves model.state_dict() as a .pth file)") from None
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict):

@@ -122,21 +122,30 @@ def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, ba
     return rows
 
 
-def write_rows(rows: list[dict], path: Path) -> None:
-    """CSV (id, text, confidence, label, error) or JSON (a list), chosen by the suffix."""
+def output_kind(path: Path) -> str:
+    """`csv` or `json`, from an output file's suffix; anything else is refused before any image is read."""
+    kind = Path(path).suffix.lower().lstrip(".")
+    if kind not in ("csv", "json"):
+        raise CvlabError(f"--out {path}: give a .csv or .json file (or - for CSV on stdout)")
+    return kind
+
+
+def rows_text(rows: list[dict], kind: str = "csv") -> str:
+    """The rows as CSV (id, text, confidence, label, error; '\\n' line endings) or JSON (a list)."""
     import csv
     import json
 
-    path = Path(path)
-    if path.suffix.lower() not in (".csv", ".json"):
-        raise CvlabError(f"--out {path}: give a .csv or .json file")
-    if path.suffix.lower() == ".json":
-        write_text_atomic(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", path)
-        return
+    if kind == "json":
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     buf = io.StringIO(newline="")
-    w = csv.writer(buf)
+    w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "text", "confidence", "label", "error"])
     for r in rows:
         conf = "" if r["confidence"] is None else f"{r['confidence']:.6f}"
         w.writerow([r["id"], r["text"], conf, r.get("label", ""), r.get("error", "")])
-    write_text_atomic(buf.getvalue(), path)  # an unwritable path is a CvlabError naming it
+    return buf.getvalue()
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """CSV or JSON, chosen by the suffix."""
+    write_text_atomic(rows_text(rows, output_kind(path)), Path(path))  # an unwritable path: a CvlabError naming it

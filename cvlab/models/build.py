@@ -12,6 +12,7 @@ from ..errors import CvlabError
 from .alexnet import AlexNet
 from .googlenet import GoogLeNet
 from .heads import HEADS
+from .init import INITS
 from .norms import apply_weight_norm, degenerate_groups, make_act, make_norm, resolved_position
 from .resnet import ResNet
 from .sequence import SEQUENCES
@@ -71,6 +72,7 @@ def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Built:
     sequence_cls = _lookup("model.sequence.name", cfg.sequence.name, SEQUENCES)
     head_cls = _lookup("model.head.name", cfg.head.name, HEADS)
     transform_cls = _lookup("model.transform", cfg.transform, TRANSFORMS)
+    init = _lookup("model.init", cfg.init, INITS)
     norm, act = make_norm(cfg.norm), make_act(cfg.act)
     position = resolved_position(cfg.norm)  # the norm's published position unless model.norm.position says
     transform = transform_cls(in_channels, cfg.backbone, norm, act, position) if transform_cls else None
@@ -79,6 +81,7 @@ def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Built:
     sequence = sequence_cls(backbone.out_channels, hidden, cfg.sequence.layers)
     head = head_cls.from_cfg(sequence.out_channels, num_classes, cfg.head)
     model = Recognizer(backbone, sequence, head, cfg.dropout, transform)
+    init(model)  # before weight norm: its g is the norm of the initial weight
     if norm.traits.reparametrizes:
         apply_weight_norm(model)
     degenerate = degenerate_groups(model) if norm.traits.grouped else {}

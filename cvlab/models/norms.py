@@ -42,6 +42,33 @@ class LayerNorm2d(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are taken over consecutive groups of `ghost` samples of the batch:
+    what `ghost` images on each of batch/ghost devices compute without SyncBN (the Group Normalization paper's
+    "batch size" is images per GPU). The running statistics follow the first group alone, as rank 0's do under
+    DDP (its buffers are the ones a checkpoint keeps and other ranks receive at the next broadcast), so a run
+    with a ghost batch b checkpoints what a torchrun of batch/b processes of b would. Eval is plain BatchNorm;
+    the weights and buffers are BatchNorm2d's, so checkpoints, export and eval do not see a difference."""
+
+    def __init__(self, channels: int, ghost: int):
+        super().__init__(channels)
+        self.ghost = ghost
+
+    def forward(self, x):
+        if not self.training or x.shape[0] <= self.ghost:
+            return super().forward(x)
+        self.num_batches_tracked += 1
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        chunks = x.split(self.ghost)  # (b, C, H, W) each; a short last chunk is one smaller device
+        out = [F.batch_norm(chunks[0], self.running_mean, self.running_var, self.weight, self.bias, True,
+                            momentum, self.eps)]
+        out += [F.batch_norm(c, None, None, self.weight, self.bias, True, 0.0, self.eps) for c in chunks[1:]]
+        return torch.cat(out)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ghost={self.ghost}"
+
+
 class BatchRenorm2d(nn.BatchNorm2d):
     """Batch Renormalization (Ioffe 2017): batch statistics corrected towards the running ones by r and d
     (no gradient through them), so training and inference agree even on small batches. r_max grows 1 -> 3 and
@@ -162,7 +189,10 @@ def degenerate_groups(model: nn.Module) -> dict[str, str]:
 
 
 def _batch(cfg: NormCfg, adjusted: dict[int, int]) -> Callable[[int], nn.Module]:
-    """BatchNorm2d (Ioffe & Szegedy 2015): batch statistics in training, running ones at eval."""
+    """BatchNorm2d (Ioffe & Szegedy 2015): batch statistics in training, running ones at eval; with
+    `ghost_batch: b`, statistics per group of b samples, as on several devices without SyncBN."""
+    if cfg.ghost_batch:
+        return lambda c: GhostBatchNorm2d(c, cfg.ghost_batch)
     return lambda c: nn.BatchNorm2d(c)
 
 

@@ -118,21 +118,22 @@ class TextDataset(Dataset):
     def __init__(self, spec: FileSpec, charset: str, image: ImageCfg):
         self.spec, self.image, self.charset = spec, image, charset
         self.report = DataReport(spec.name or spec.type)
+        self.unwritable: list[int] = []  # samples whose label has no character in the charset
         self.index()
         self.report.samples = len(self)
         self.count_labels(range(len(self)), [self.report])
 
     def count_labels(self, indices: range, reports: list[DataReport]) -> None:
-        """Characters outside the charset, per character, into each report (training skips them)."""
+        """Characters outside the charset, per character, into each report (training skips them); labels with
+        no character in it go to `unwritable` (training drops them, evaluation scores them as they are: see
+        `cvlab.data.loaders.writable`)."""
         chars, fold = set(self.charset), case_fold(self.charset)
         for i in indices:
             label = fold(self.label(i))  # what training will encode
             for rep in reports:
                 rep.count_charset(label, chars)
             if chars and not any(c in chars for c in label):
-                # kept (evaluation scores it as is), but training would see an empty target: say so
-                for rep in reports:
-                    rep.adjust("label has no character in the charset", f"{self.source(i)} {label!r}")
+                self.unwritable.append(i)
 
     # --- what a family provides
     def index(self) -> None:
@@ -176,6 +177,13 @@ class ListDataset(TextDataset):
     """A family whose index is a list of `Item`s: image files, or boxes cropped from page images."""
 
     items: list[Item]
+    # what a sample's group is for `data.group_by` (batches of samples sharing it): "image" / "page" = the file
+    # a crop is cut from, "form" = the folder it lies in (IAM's forms)
+    GROUP_KEYS: tuple[str, ...] = ()
+
+    def group_key(self, i: int, by: str) -> str:
+        path = self.items[i].path
+        return Path(path).parent.name if by == "form" else path
 
     def __init__(self, spec, charset, image):
         self.items = []

@@ -26,6 +26,8 @@ def ids_of(sample_id: str) -> tuple[str, ...]:
 
 
 class IamDataset(ListDataset):
+    GROUP_KEYS = ("form",)  # images lie in words/a01/a01-000u/: the form (one writer each)
+
     def index(self) -> None:
         spec = self.spec
         root = need_dir(spec.root_path, LAYOUT)

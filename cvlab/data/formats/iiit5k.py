@@ -1,7 +1,11 @@
 """`iiit5k`: IIIT5K-Word_V3.0 as unpacked: `traindata.mat`/`testdata.mat` (MATLAB v5, read with scipy) beside
 `train/` and `test/`. Each .mat holds a 1×N struct array with `ImgName` (`test/1002_1.png`), `GroundTruth`,
 `smallLexi` (50 words) and `mediumLexi` (1000 words); the lexicons are kept for lexicon-constrained accuracy
-(IIIT5K-50 and IIIT5K-1k)."""
+(IIIT5K-50 and IIIT5K-1k).
+
+`labels` may also name the character-box files, `trainCharBound.mat`/`testCharBound.mat`: a struct array
+(`trainCharBound`/`testCharBound`) with `ImgName`, `chars` (the word, case as written on the image) and `charBB`
+(one x,y,w,h box per character). Its labels are read from `chars`; it has no lexicons."""
 
 from __future__ import annotations
 
@@ -85,14 +89,21 @@ class Iiit5kDataset(ListDataset):
         mat = need_file(under(root, spec.labels, f"{var}.mat"), LAYOUT)
         base = under(root, spec.images, ".")
         data = _loadmat(mat)
-        key = var if var in data else next((k for k in data if not k.startswith("__")), None)
+        key = next((k for k in (var, f"{spec.split}CharBound") if k in data), None) or \
+            next((k for k in data if not k.startswith("__")), None)
         arr = data.get(key) if key else None
-        if arr is None or arr.dtype.names is None or "ImgName" not in arr.dtype.names:
-            raise CvlabError(f"{mat}: expected a struct array `{var}` with fields ImgName, GroundTruth, "
-                             f"smallLexi, mediumLexi")
-        fields = arr.dtype.names
+        fields = getattr(getattr(arr, "dtype", None), "names", None) or ()
+        label_field = next((f for f in ("GroundTruth", "chars") if f in fields), None)
+        if "ImgName" not in fields or label_field is None:
+            what = f"struct array `{key}` has fields {', '.join(fields)}" if fields else \
+                f"no struct array among its variables ({', '.join(k for k in data if not k.startswith('__')) or 'none'})"
+            raise CvlabError(f"{mat}: {what}; cvlab reads ImgName with GroundTruth ({var}.mat) or with chars "
+                             f"({spec.split}CharBound.mat)")
+        if label_field == "chars":
+            self.report.note(f"labels from `chars` of {mat.name} (case as written; {var}.mat's GroundTruth is "
+                             f"upper-case); no lexicons")
         for n, rec in enumerate(arr.ravel(), 1):
-            name, label = _one(rec["ImgName"]), _one(rec["GroundTruth"])
+            name, label = _one(rec["ImgName"]), _one(rec[label_field])
             where = f"{mat.name} #{n}"
             if not name:
                 self.malformed(mat, n, "record without ImgName")

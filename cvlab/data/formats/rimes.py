@@ -67,6 +67,8 @@ def _parse_xml(path: Path) -> ET.Element:
 
 
 class RimesDataset(ListDataset):
+    GROUP_KEYS = ("page",)  # lines are boxes in page images (words: one file each)
+
     def _layout(self) -> str:
         if self.spec.level == "lines":
             return "ROOT/training_2011.xml or eval_2011_annotated.xml and the page images (images_gray/*.png)"

@@ -10,6 +10,8 @@ LAYOUT = "ROOT/test.xml (train.xml) and ROOT/img/*.jpg, as in svt1/"
 
 
 class SvtDataset(ListDataset):
+    GROUP_KEYS = ("image",)  # words are boxes in street images
+
     def index(self) -> None:
         spec = self.spec
         root = need_dir(spec.root_path, LAYOUT)

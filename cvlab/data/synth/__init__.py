@@ -9,6 +9,8 @@ glyphs, and degradations (lighting, blur, low resolution, noise, JPEG)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
@@ -28,7 +30,24 @@ from .words import TextSource, builtin_words, lexicon
 
 __all__ = ["SynthWords", "builtin_words", "lexicon", "find_fonts", "family_group"]
 
-PUNCTUATION = ".-:%"  # drawn in mixed tokens and numbers (and left out of labels the charset cannot encode)
+PUNCTUATION = ".-:%"
+_SOURCE_KEY = 0x5EED  # a shared source's generators: [seed, run, key, stage], never a sample's [seed, index]
+
+
+class Streams(NamedTuple):
+    own: np.random.Generator
+    text: np.random.Generator
+    font: np.random.Generator
+    glyphs: np.random.Generator
+    distort: np.random.Generator
+    crop: np.random.Generator
+    color: np.random.Generator
+    background: np.random.Generator
+    shadow: np.random.Generator
+    border: np.random.Generator
+    blend: np.random.Generator
+    degrade: np.random.Generator
+    grain: np.random.Generator  # drawn in mixed tokens and numbers (and left out of labels the charset cannot encode)
 
 
 def _shift(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -87,9 +106,16 @@ class SynthWords(Dataset):
     def __len__(self) -> int:
         return self.spec.size
 
+    @property
+    def GROUP_KEYS(self) -> tuple[str, ...]:  # noqa: N802  (the dataset families' attribute)
+        return ("source",) if self.spec.same_source > 1 else ()
+
+    def group_key(self, index: int, by: str) -> int:
+        return index // self.spec.same_source
+
     def label(self, index: int) -> str:
         """Sample `index`'s label without rendering it (the first draws of the generator `render` uses)."""
-        return self.texts(np.random.default_rng([self.spec.seed, index]))[1]
+        return self.texts(self.streams(index).text)[1]
 
     def source(self, index: int) -> str:
         return f"synth seed {self.spec.seed} #{index}"
@@ -119,72 +145,91 @@ class SynthWords(Dataset):
         faces = self._by_family[self.families[rng.integers(len(self.families))]]  # family first: no family dominates
         return self._font(faces[rng.integers(len(faces))], self.sizes[rng.integers(len(self.sizes))], rng)
 
+    def streams(self, index: int) -> Streams:
+        """The random streams sample `index` draws from. Alone (`same_source: 1`) one generator seeded by
+        (seed, index) serves every stage, in order. With `same_source: k` the k samples of a run
+        (index // k) share a generator per stage (font, glyph layout, distortion, crop, colours, background,
+        shadow, border, blending, degradations): one source, photographed k times. The word (unless `same_word`)
+        and the noise grain stay each sample's own."""
+        s = self.spec
+        own = np.random.default_rng([s.seed, index])
+        if s.same_source <= 1:
+            return Streams(*([own] * len(Streams._fields)))
+        run = index // s.same_source
+
+        def source(stage: int) -> np.random.Generator:
+            return np.random.default_rng([s.seed, run, _SOURCE_KEY, stage])
+
+        return Streams(own, source(0) if s.same_word else own, *(source(i) for i in range(1, 11)), own)
+
     def render(self, index: int) -> tuple[Image.Image, str, np.random.Generator]:
         if not 0 <= index < len(self):
             raise IndexError(index)
         s = self.spec
-        rng = np.random.default_rng([s.seed, index])
-        text, label = self.texts(rng)
-        font = self._pick_font(rng)
+        r = self.streams(index)
+        text, label = self.texts(r.text)
+        font = self._pick_font(r.font)
 
         # 1-2. glyphs with tracking and a curved baseline; neighbour glyphs for a cut-off edge
         nb = ["", ""]
-        if rng.random() < s.crop.neighbour_p:
-            for side in ([0], [1], [0, 1])[rng.integers(3)]:
-                nb[side] = "".join(self.neighbour_chars[i] for i in rng.integers(len(self.neighbour_chars),
-                                                                                  size=int(rng.integers(1, 3))))
-        curve = float(rng.uniform(-s.curve.amount, s.curve.amount)) if rng.random() < s.curve.p else 0.0
-        layer_img, text_h = render_text(text, font, rng, kerning=s.kerning, curve=curve, neighbours=(nb[0], nb[1]))
+        if r.glyphs.random() < s.crop.neighbour_p:
+            for side in ([0], [1], [0, 1])[r.glyphs.integers(3)]:
+                nb[side] = "".join(self.neighbour_chars[i] for i in r.glyphs.integers(
+                    len(self.neighbour_chars), size=int(r.glyphs.integers(1, 3))))
+        curve = float(r.glyphs.uniform(-s.curve.amount, s.curve.amount)) if r.glyphs.random() < s.curve.p else 0.0
+        layer_img, text_h = render_text(text, font, r.glyphs, kerning=s.kerning, curve=curve, neighbours=(nb[0], nb[1]))
         # 4. projective distortion of the text layer (before cropping, so the crop is around the warped ink)
-        if rng.random() < s.distort.p:
+        if r.distort.random() < s.distort.p:
             d = s.distort
-            layer_img = warp(layer_img, homography(*layer_img.size, rng, perspective=d.perspective, rotate=d.rotate,
+            layer_img = warp(layer_img, homography(*layer_img.size, r.distort, perspective=d.perspective, rotate=d.rotate,
                                                    shear=d.shear, text_h=text_h))
         # 6. a tight crop around the word's ink
-        T = tight_crop(layer_img, rng, margin_y=s.crop.margin_y, margin_x=s.crop.margin_x, cut_left=bool(nb[0]),
+        T = tight_crop(layer_img, r.crop, margin_y=s.crop.margin_y, margin_x=s.crop.margin_x, cut_left=bool(nb[0]),
                        cut_right=bool(nb[1]))
         h, w = T.shape
 
         # 3. colours, border and shadow layers
-        bg, fg = text_colors(s.color, rng)
-        if rng.random() < s.background.p:  # 5. the background the text sits on
-            base = texture(h, w, rng, base=bg, kinds=s.background.kinds, fg=fg,
-                           second_word=lambda: (self._pick_font(rng), self.texts(rng)[0]))
+        bg, fg = text_colors(s.color, r.color)
+        if r.background.random() < s.background.p:  # 5. the background the text sits on
+            base = texture(h, w, r.background, base=bg, kinds=s.background.kinds, fg=fg,
+                           second_word=lambda: (self._pick_font(r.background), self.texts(r.background)[0]))
         else:
             base = np.broadcast_to(bg, (h, w, 3)).astype(np.float32)
         img = base
-        if rng.random() < s.shadow.p:
-            dx, dy = (rng.uniform(*s.shadow.offset, size=2) * text_h * rng.choice([-1, 1], 2, p=[0.3, 0.7])).astype(int)
+        if r.shadow.random() < s.shadow.p:
+            dx, dy = (r.shadow.uniform(*s.shadow.offset, size=2) * text_h
+                      * r.shadow.choice([-1, 1], 2, p=[0.3, 0.7])).astype(int)
             S = _shift(T, int(dx), int(dy))
-            if (sigma := rng.uniform(*s.shadow.blur) * text_h) > 0.3:
+            if (sigma := r.shadow.uniform(*s.shadow.blur) * text_h) > 0.3:
                 S = _blur_mask(S, sigma)
-            shade = np.clip(bg * rng.uniform(0.0, 0.45), 0, 255)
-            img = img + (S * rng.uniform(0.5, 0.95))[..., None] * (shade - img)
-        if rng.random() < s.border.p:
-            r = max(1, int(round(rng.uniform(*s.border.width) * text_h)))
-            B = _dilate(T, r)
-            img = img + B[..., None] * (outline_color(bg, fg, rng) - img)
+            shade = np.clip(bg * r.shadow.uniform(0.0, 0.45), 0, 255)
+            img = img + (S * r.shadow.uniform(0.5, 0.95))[..., None] * (shade - img)
+        if r.border.random() < s.border.p:
+            width = max(1, int(round(r.border.uniform(*s.border.width) * text_h)))
+            B = _dilate(T, width)
+            img = img + B[..., None] * (outline_color(bg, fg, r.border) - img)
         img = img + T[..., None] * (fg - img)
-        if rng.random() < s.background.p:  # natural blending over every layer, text included
-            tex = texture(h, w, rng, base=bg, kinds=[k for k in s.background.kinds if k != "word"] or ["noise"],
+        if r.blend.random() < s.background.p:  # natural blending over every layer, text included
+            tex = texture(h, w, r.blend, base=bg, kinds=[k for k in s.background.kinds if k != "word"] or ["noise"],
                           fg=fg)
-            img = blend(img, tex, rng, float(rng.uniform(*s.background.blend)))
+            img = blend(img, tex, r.blend, float(r.blend.uniform(*s.background.blend)))
 
         # 7. degradations, sized in output pixels
         scale = h / self.image.height
-        if rng.random() < s.lighting.p:
-            img = degrade.lighting(img, rng, float(rng.uniform(*s.lighting.strength)))
+        d = r.degrade
+        if d.random() < s.lighting.p:
+            img = degrade.lighting(img, d, float(d.uniform(*s.lighting.strength)))
         pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-        if rng.random() < s.blur.p:
-            pil = degrade.blur(pil, float(rng.uniform(*s.blur.sigma)), scale)
-        if rng.random() < s.lowres.p:
-            pil = degrade.lowres(pil, float(rng.uniform(*s.lowres.scale)) / max(1.0, scale))
-        if rng.random() < s.noise.p:
-            pil = Image.fromarray(degrade.noise(np.asarray(pil, dtype=np.float32), rng,
-                                                float(rng.uniform(*s.noise.std))).astype(np.uint8))
-        if rng.random() < s.jpeg.p:
-            pil = degrade.jpeg(pil, int(rng.integers(s.jpeg.quality[0], s.jpeg.quality[1] + 1)))
-        return pil, label, rng
+        if d.random() < s.blur.p:
+            pil = degrade.blur(pil, float(d.uniform(*s.blur.sigma)), scale)
+        if d.random() < s.lowres.p:
+            pil = degrade.lowres(pil, float(d.uniform(*s.lowres.scale)) / max(1.0, scale))
+        if d.random() < s.noise.p:
+            std = float(d.uniform(*s.noise.std))  # the sensor's noise level is the source's; its grain each image's
+            pil = Image.fromarray(degrade.noise(np.asarray(pil, dtype=np.float32), r.grain, std).astype(np.uint8))
+        if d.random() < s.jpeg.p:
+            pil = degrade.jpeg(pil, int(d.integers(s.jpeg.quality[0], s.jpeg.quality[1] + 1)))
+        return pil, label, r.own
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         img, label, _ = self.render(index)

@@ -89,13 +89,13 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
     datasets, or on `data` (dataset specs). Every evaluation is kept in its own folder under the run's `eval/`
     (eval.json, `<dataset>.predictions.csv`); returns eval.json's content, with `dir` naming the folder."""
     from ...data.charset import resolve_charset
-    from ...data.loaders import named_datasets, report_lines, report_of
+    from ...data.loaders import report_lines, report_of
     from ..runs.load import load_run
     from .analysis import error_summary
     from .decode import build_decoder
     from .metrics import combine
     from .protocols import check_charset
-    from .records import eval_dir, load_lexicon, record, write_predictions
+    from .records import decoder_identity, eval_dir, load_lexicon, record, write_predictions
 
     loaded = load_run(run_dir, checkpoint, overrides)
     cfg, run = loaded.cfg, loaded.run
@@ -105,7 +105,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
     lexicon = load_lexicon(cfg.eval.lexicon)
     decoder = build_decoder(cfg, loaded.tokenizer)
     specs = data if data else (cfg.data.test or cfg.data.val)
-    sets = named_datasets(specs, resolve_charset(cfg.data.charset), cfg.data)
+    sets, sources, readable = _datasets_with_sources(specs, resolve_charset(cfg.data.charset), cfg.data)
     results, reported, all_rows = {}, set(), {}
     for name, ds in sets.items():
         if progress:
@@ -121,16 +121,22 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
                                     lexicon=lexicon, decoder=decoder)
         results[name]["errors"] = error_summary(rows)
         all_rows[name] = rows
+    decoding = decoder_identity(cfg.eval)
+    lexicon_id = cfg.eval.lexicon if cfg.eval.lexicon in (None, "dataset") else \
+        str(Path(cfg.eval.lexicon).expanduser().resolve())
     out = {"run": str(run), "checkpoint": str(loaded.checkpoint), "step": loaded.step,
-           "protocol": cfg.eval.protocol, "lexicon": cfg.eval.lexicon,
-           "decoder": {"name": cfg.eval.decoder, **({"beam_size": cfg.eval.beam_size, "lm": cfg.eval.lm,
-                                                     "lm_weight": cfg.eval.lm_weight,
-                                                     "lexicon_fallbacks": decoder.fallbacks} if decoder else {})},
+           "protocol": cfg.eval.protocol, "lexicon": lexicon_id,
+           "decoder": {**decoding, **({"lexicon_fallbacks": decoder.fallbacks} if decoder else {})},
+           "data": sources, "overrides": list(overrides),
            "datasets": results,
            "combined": combine(results)}
+    # what was scored, for the key: the datasets (type, resolved root, split, options), decoder and lexicon
+    identity = {"data": [{k: v for k, v in s.items() if k not in ("spec", "datasets")} for s in sources],
+                "decoder": decoding, "lexicon": lexicon_id}
     folder = None
     try:
-        folder = eval_dir(run, loaded.checkpoint, step=loaded.step, protocol=cfg.eval.protocol, datasets=list(sets))
+        folder = eval_dir(run, loaded.checkpoint, step=loaded.step, protocol=cfg.eval.protocol,
+                          datasets=[readable[name] for name in sets], decoder=decoding, identity=identity)
         out["dir"] = str(folder)
         for name, rows in all_rows.items():
             results[name]["predictions"] = write_predictions(folder, name, rows).name
@@ -146,3 +152,30 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
         raise OutputError(f"{where}: cannot write the evaluation ({why}); the results above were not saved: "
                           f"make {Path(run) / 'eval'} writable", out) from None
     return out
+
+
+def _datasets_with_sources(specs: list, charset: str, data) -> tuple[dict, list[dict], dict]:
+    """The datasets of `specs` by name, as `named_datasets` names them (an LMDB tree gives one per folder; a
+    name taken twice gets 1, 2, ...); for each spec what it is (records.data_identity) with the names of the
+    datasets it gave, what eval.json and eval/index.jsonl keep; and each dataset's name in the evaluation key:
+    a set named after its type alone (`folder`, `lmdb`) gets its root's folder name too (`folder-realval`)."""
+    from ...data.loaders import named_datasets, spec_name
+    from .records import data_identity
+
+    sets: dict = {}
+    sources, readable = [], {}
+    for spec in specs:
+        names = []
+        root = getattr(spec, "root", None)
+        base = Path(root).expanduser().resolve().name if root else ""
+        for part, ds in named_datasets([spec], charset, data).items():
+            name, i = part, 1
+            while name in sets:
+                name = f"{part}{i}"
+                i += 1
+            sets[name] = ds
+            names.append(name)
+            default = not spec.name and part == spec_name(spec)
+            readable[name] = f"{name}-{base}" if default and base and base not in name else name
+        sources.append({**data_identity(spec), "datasets": names})
+    return sets, sources, readable

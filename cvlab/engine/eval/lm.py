@@ -21,8 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 from ...errors import CvlabError
+from ..progress import NullProgress, Progress
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+PROGRESS_STEPS = 10  # messages while reading one training set's labels
 
 
 def lm_token(c: str) -> str:
@@ -99,18 +101,20 @@ class WittenBell:
         return "\n".join(lines)
 
 
-def read_labels(paths: list[Path]) -> tuple[list[str], int]:
+def read_labels(paths: list[Path], progress: Progress | None = None) -> tuple[list[str], int]:
     """Labels from text files (one a line; a tab-separated `image<TAB>label` line gives its label) or from an
     experiment YAML's training sets (as its model learns them), and how many characters the latter dropped."""
+    progress = progress or NullProgress()
     labels: list[str] = []
     dropped = 0
     for path in map(Path, paths):
         if not path.is_file():
             raise CvlabError(f"{path}: file not found (give label files, one label a line, or an experiment YAML)")
         if path.suffix.lower() in (".yaml", ".yml"):
-            learned, n = _experiment_labels(path)
+            learned, n = _experiment_labels(path, progress)
             labels, dropped = labels + learned, dropped + n
             continue
+        progress.message(f"reading labels: {path}")
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as e:
@@ -123,17 +127,27 @@ def read_labels(paths: list[Path]) -> tuple[list[str], int]:
     return labels, dropped
 
 
-def _experiment_labels(path: Path) -> tuple[list[str], int]:
-    """The training labels as the model learns them: case-folded to the charset, only its characters."""
+def _experiment_labels(path: Path, progress: Progress) -> tuple[list[str], int]:
+    """The training labels as the model learns them: case-folded to the charset, only its characters (labels
+    the charset cannot write at all are left out by the training sets themselves, and reported)."""
     from ...config import load_config
     from ...data.charset import resolve_charset
-    from ...data.loaders import datasets_for
+    from ...data.fit import label_at
+    from ...data.loaders import datasets_for, report_lines
 
     cfg = load_config(path)
+    progress.message(f"{path}: indexing the training sets (data.train)")
     out = []
-    for ds in datasets_for(cfg, "train").values():
-        base = getattr(ds, "ds", ds)
-        out += [base.label(i) for i in range(len(base))]
+    for name, ds in datasets_for(cfg, "train").items():
+        for line in report_lines(ds):
+            progress.message(f"  {name}: {line}")
+        n = len(ds)
+        every = max(1, n // PROGRESS_STEPS)  # synthetic words draw each label: 1M labels take minutes
+        progress.message(f"reading the labels of {name} ({n} samples)")
+        for i in range(n):
+            out.append(label_at(ds, i))
+            if (i + 1) % every == 0 and i + 1 < n:
+                progress.message(f"  {name}: {i + 1} of {n} labels read")
     return as_learned(out, resolve_charset(cfg.data.charset))
 
 
@@ -147,19 +161,28 @@ def as_learned(labels: list[str], charset: str) -> tuple[list[str], int]:
     return out, sum(map(len, labels)) - sum(map(len, out))
 
 
-def build_lm(paths: list[Path], order: int, out: Path, charset: str | None = None) -> dict:
+def build_lm(paths: list[Path], order: int, out: Path, charset: str | None = None, *,
+             progress: Progress | None = None) -> dict:
     """Write the ARPA file; returns what it was built from. `charset` (a preset, for label files) folds and
-    filters the labels as a model of that charset learns them; an experiment YAML always uses its own."""
+    filters the labels as a model of that charset learns them; an experiment YAML always uses its own.
+    `progress` hears what it is doing (reading a million synthetic labels takes minutes)."""
     from ...atomic import write_text_atomic
     from ...data.charset import resolve_charset
+    from ..runs.directory import check_writable_file
 
-    labels, dropped = read_labels(paths)
+    check_writable_file(Path(out), "--out")  # before reading every label (minutes for a large set)
+    progress = progress or NullProgress()
+    labels, dropped = read_labels(paths, progress)
     if charset is not None:
         labels, more = as_learned(labels, resolve_charset(charset))
         dropped += more
+    empty = sum(1 for label in labels if not label)  # every character outside the charset: nothing to learn
+    labels = [label for label in labels if label]
+    progress.message(f"counting the n-grams of {len(labels)} labels (order {order})")
     model = WittenBell(labels, order)
+    progress.message("writing the ARPA file")
     write_text_atomic(model.arpa(), Path(out))
     return {"path": str(out), "labels": len(labels), "order": order, "vocab": len(model.vocab),
             "ngrams": {k: len(model.counts[k]) + 2 * (k == 1) for k in range(1, order + 1)},
-            "charset": charset, "dropped_chars": dropped}
+            "charset": charset, "dropped_chars": dropped, "empty_labels": empty}
 

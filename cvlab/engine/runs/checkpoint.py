@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,39 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CvlabError(f"{path}: checkpoint not found")
+    return read_torch_file(path, map_location=map_location, weights_only=False)
+
+
+_ZIP = b"PK\x03\x04"  # torch.save's zip container
+
+
+def read_torch_file(path: Path, *, map_location="cpu", weights_only: bool = False):
+    """torch.load, with every way a file can fail said in one plain line (CvlabError naming the file): torch's
+    own texts (miniz internals, `[Errno 22] Invalid argument` from a cut-off record, a weights-only refusal
+    with ANSI codes and advice about torch versions) are not for a user of cvlab."""
+    path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise CvlabError(f"{path}: not a readable cvlab checkpoint ({e.__class__.__name__}: {e})") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CvlabError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as e:  # noqa: BLE001  (torch raises anything from a damaged file)
+        if weights_only and head.startswith(_ZIP) and "unsupported global" in str(e).lower():
+            raise CvlabError(f"{path}: not a plain state dict: it holds Python objects besides tensors (e.g. a "
+                             f"training checkpoint's RNG state), which are not unpickled from a foreign file") \
+                from None
+        if isinstance(e, (ImportError, AttributeError)) and head.startswith(_ZIP):  # a complete file of classes
+            raise CvlabError(f"{path}: a torch file of Python classes this installation does not have "
+                             f"({_plain(e)})") from None
+        raise CvlabError(f"{path}: not a complete checkpoint (truncated or not a torch file)") from None
+
+
+def _plain(e: Exception) -> str:
+    """An exception's first line, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0]}" if text else e.__class__.__name__
 
 
 def load_model_state(model: torch.nn.Module, weights: dict, path: Path) -> None:

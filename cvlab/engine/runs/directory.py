@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,16 +24,28 @@ from ...errors import CvlabError
 LOCK, STATUS = "lock.json", "status.json"
 
 
-def check_writable(path: Path, what: str) -> None:
-    """Fail now (not after an hour of training) when `path` cannot become a writable folder."""
+def check_writable(path: Path, what: str, *, named: Path | None = None) -> None:
+    """Fail now (not after an hour of training) when `path` cannot become a writable folder: the one output
+    check every command runs before any work. The nearest existing folder is asked (permissions), then really
+    written to (a file created and removed at once), since permission bits do not tell a read-only filesystem,
+    root's special folders or a network mount that refuses. `named`: the path the message names (the file a
+    folder is checked for), default `path`."""
     path = Path(path)
+    named = path if named is None else named
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise CvlabError(f"{what} {path}: {probe} is a file, not a folder; choose another {what}")
+        raise CvlabError(f"{what} {named}: {probe} is a file, not a folder; choose another {what}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise CvlabError(f"{what} {path}: {probe} is not writable; choose a folder you can write to")
+        raise CvlabError(f"{what} {named}: {probe} is not writable; choose a folder you can write to")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".cvlab-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise CvlabError(f"{what} {named}: cannot write in {probe} ({e.strerror or e}); choose a folder you can "
+                         f"write to") from None
 
 
 def check_writable_file(path: Path, option: str) -> None:
@@ -40,7 +53,7 @@ def check_writable_file(path: Path, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise CvlabError(f"{option} {path}: is a folder; give a file name")
-    check_writable(path.parent, option)
+    check_writable(path.parent, option, named=path)
 
 
 def new_run_dir(runs_dir: Path, name: str) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...config import Experiment
+from ...config.load import fill_added_keys
 from ...errors import CvlabError
 
 RESUMABLE = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.threads", "train.device",
@@ -25,9 +26,9 @@ def _flat(obj, prefix: str = "") -> dict:
 
 
 def _normalized(raw: dict) -> dict:
-    """A checkpoint's config as today's schema resolves it (defaults of keys added since filled in)."""
+    """A checkpoint's config as today's schema resolves it (keys added since filled in as the run trained)."""
     try:
-        return Experiment.model_validate(raw).model_dump(mode="json")
+        return Experiment.model_validate(fill_added_keys(raw)).model_dump(mode="json")
     except ValueError:
         return raw
 

@@ -29,16 +29,36 @@ CLASS_AXES = {"head.fc.weight": 0, "head.fc.bias": 0, "head.generator.weight": 0
 STRICT_PREFIX = "backbone."
 
 
-def load_source(spec: str) -> tuple[dict, str | None, dict | None, Path]:
-    """(model weights, charset, config dict, checkpoint path) of a run directory (its best.pt), a folder of
-    runs (the newest) or a .pt file."""
-    from ..runs.checkpoint import load_checkpoint
+def resolve_source(spec: str) -> Path:
+    """The checkpoint file `train.init_from` names, absolute: a .pt file, a run directory's best.pt, or the
+    newest run's in a folder of runs. A run records this, not "the newest run in runs/x" (another one
+    tomorrow)."""
     from ..runs.directory import resolve_run
 
     path = Path(spec).expanduser()
     if not path.exists():
         raise CvlabError(f"train.init_from: {path}: no such run or checkpoint")
-    ckpt = path if path.is_file() else resolve_run(path) / "checkpoints" / "best.pt"
+    return (path if path.is_file() else resolve_run(path) / "checkpoints" / "best.pt").resolve()
+
+
+def same_source(a: str | None, b: str | None) -> bool:
+    """Whether two `train.init_from` values name the same checkpoint file (as given, or once resolved)."""
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    try:
+        return resolve_source(a) == resolve_source(b)
+    except CvlabError:
+        return False
+
+
+def load_source(spec: str) -> tuple[dict, str | None, dict | None, Path]:
+    """(model weights, charset, config dict, checkpoint path) of a run directory (its best.pt), a folder of
+    runs (the newest) or a .pt file; the path is `resolve_source`'s."""
+    from ..runs.checkpoint import load_checkpoint
+
+    ckpt = resolve_source(spec)
     state = load_checkpoint(ckpt)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         hint = " (a DTRB checkpoint? convert it first: cvlab import dtrb FILE.pth)" if isinstance(state, dict) and \
@@ -60,7 +80,8 @@ def init_from(model: torch.nn.Module, spec: str, tokenizer, head: str) -> dict:
     weights, charset, config, ckpt = load_source(spec)
     src_head = ((config or {}).get("model") or {}).get("head", {}).get("name", head)
     own = model.state_dict()
-    report: dict = {"source": str(ckpt), "loaded": [], "remapped": [], "new": [], "skipped": [], "charset": {}}
+    report: dict = {"source": str(ckpt), "requested": spec, "loaded": [], "remapped": [], "new": [], "skipped": [],
+                    "charset": {}}
     mismatched = []
     cmap = None
     if charset is not None and src_head == head and charset != tokenizer.charset:
@@ -130,6 +151,9 @@ def init_weights(model: torch.nn.Module, cfg, tokenizer, progress) -> dict | Non
     if not cfg.train.init_from:
         return None
     report = init_from(model, cfg.train.init_from, tokenizer, cfg.model.head.name)
+    # config.yaml (written after this) names the checkpoint file the weights came from, so the run can be
+    # reproduced; what was asked for (a run, a folder of runs) stays in init_from.json as `requested`
+    cfg.train.init_from = report["source"]
     for line in report_lines(report):
         progress.message(line)
     return report

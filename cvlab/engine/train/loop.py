@@ -11,6 +11,7 @@ only at log steps, so a GPU is never made to wait each step."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -29,8 +30,18 @@ from ..distributed import DistContext
 from ..eval.evaluate import evaluate
 from ..progress import NullProgress, Progress
 from ..runs.checkpoint import load_checkpoint
-from ..runs.directory import lock_owner, open_run, read_json, refuse, write_json
+from ..runs.directory import (
+    STATUS,
+    lock_owner,
+    open_run,
+    read_json,
+    refuse,
+    run_lock,
+    write_json,
+    write_status,
+)
 from ..runs.resume import check_resume
+from .init_from import same_source
 from .session import Session, norm_batch, prepare
 from .tensorboard import caption_grid, open_writer, write_hparams
 
@@ -100,15 +111,60 @@ def train(cfg: Experiment, run_dir: Path, progress: Progress | None = None, *, r
     # read-only checks first: a refused resume changes no file. Rank 0 reads, every rank gets the state
     state = ctx.run_on_main(lambda: _resumable(run_dir, last, cfg, ctx.world) if resume and last.is_file() else None,
                             "reading last.pt")
+    if state is not None and int(state.get("step", 0)) >= cfg.train.steps:  # nothing left to train
+        done = ctx.run_on_main(lambda: _already_done(run_dir, int(state.get("step", 0)), cfg, progress),
+                               "reading metrics.json")
+        if done is not None:
+            return done
     s = session or prepare(cfg, progress, init=state is None)  # a resumed run has its own weights
     if state is not None:
         s.restore(state, last)
-        progress.message(f"resuming {run_dir} at step {s.step}" + _world_change(state, s))
+        progress.message(f"resuming {run_dir} at step {s.step}" + _world_change(state, s) +
+                         ("; nothing left to train, but the final evaluation was not recorded: evaluating"
+                          if s.step >= cfg.train.steps else ""))
+    restart = resume and state is None and (run_dir / "config.yaml").is_file()  # an attempt without a checkpoint
     with ctx.on_main(lambda: open_run(run_dir, cfg, device=str(s.device), progress=progress, step=lambda: s.step),
                      "opening the run directory"):
+        if restart and ctx.main:  # the last attempt never reached a checkpoint: start clean
+            _drop_stale_events(run_dir, progress)
         if s.init_report and state is None and ctx.main:
             write_json(s.init_report, run_dir / "init_from.json")
         return _loop(s, run_dir, progress, probe)
+
+
+def _already_done(run_dir: Path, step: int, cfg: Experiment, progress: Progress) -> dict | None:
+    """A resume of a run whose last.pt is at (or past) train.steps: nothing to train, so nothing is written
+    (no new event file, no second hparams, config.yaml and env.json as they were), except the finished mark
+    that a run killed after its last checkpoint never got. Returns metrics.json; None when the evaluation of
+    that step is not in it (killed between last.pt and metrics.json): the resume then evaluates."""
+    metrics = read_json(run_dir / "metrics.json")
+    if cfg.data.val and metrics.get("step") != step:
+        return None
+    status = read_json(run_dir / STATUS)
+    how = (f"at step {step} (train.steps {cfg.train.steps})" if step == cfg.train.steps else
+           f"at step {step}, past train.steps {cfg.train.steps}")
+    if status.get("status") != "finished":
+        with run_lock(run_dir, progress):
+            write_status(run_dir, "finished", step=step, wall_s=float(status.get("wall_s") or 0.0),
+                         reason="its last checkpoint is at train.steps")
+        progress.message(f"{run_dir}: already trained {how}; it stopped before being marked finished, now "
+                         f"marked; nothing to train (train longer with --set train.steps=N)")
+    else:
+        progress.message(f"{run_dir}: already finished {how}; nothing to do (train longer with --set "
+                         f"train.steps=N)")
+    return metrics
+
+
+def _drop_stale_events(run_dir: Path, progress: Progress) -> None:
+    """A resumed run with no checkpoint starts over at step 0: the event files of the attempt that never
+    reached one would show its steps a second time beside the new ones, so they go (said, never silently)."""
+    stale = sorted(run_dir.glob("events.out.tfevents.*"))
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    progress.message(f"{run_dir}: no checkpoint yet (the last attempt stopped before its first one): training "
+                     f"starts over at step 0" + (f"; removed its {len(stale)} TensorBoard event file(s)"
+                                                 if stale else ""))
 
 
 def _resumable(run_dir: Path, last: Path, cfg: Experiment, world: int) -> dict:
@@ -116,6 +172,9 @@ def _resumable(run_dir: Path, last: Path, cfg: Experiment, world: int) -> dict:
     if owner is not None:
         raise refuse(run_dir, owner)
     state = load_checkpoint(last, map_location="cpu")
+    saved_from = ((state.get("config") or {}).get("train") or {}).get("init_from")
+    if saved_from != cfg.train.init_from and same_source(cfg.train.init_from, saved_from):
+        cfg.train.init_from = saved_from  # the same weights asked for as given (runs/x): keep the recorded file
     saved_global = state.get("global_batch") or (state.get("config") or {}).get("train", {}).get("batch_size")
     # the global batch is the run; how many processes share it is not: 2 × 4 may resume as 1 × 8
     check_resume(state.get("config"), cfg, last,
@@ -183,7 +242,8 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
     metrics: dict = read_json(run_dir / "metrics.json") if s.step and ctx.main else {}
     cuda = s.device.type == "cuda"
     loader = train_loader(s.train_sets, t.batch_size, seed=cfg.seed, steps=t.steps, start=s.step,
-                          workers=cfg.data.workers, rank=ctx.rank, world=ctx.world, offset=s.samples, pin=cuda)
+                          workers=cfg.data.workers, rank=ctx.rank, world=ctx.world, offset=s.samples, pin=cuda,
+                          groups=s.groups)
     val_loaders = {name: eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers,
                                      max_samples=cfg.eval.max_samples,
                                      shard=ctx.shard(min(len(ds), cfg.eval.max_samples or len(ds))) if ctx.enabled
@@ -191,8 +251,9 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
                    for name, ds in s.val_sets.items()}  # built once: their workers persist between evaluations
     guard = NonFiniteGuard()
     progress.start(total=t.steps, done=s.step)
+    started = s.step
     tick, tick_samples = time.perf_counter(), 0
-    loss, n_local, loss_value = None, 0, float("nan")  # the last trained batch's loss (on the device)
+    window, loss_value = LossWindow(), float("nan")  # the losses since the last log (on the device)
     skipped = 0  # steps where some rank's batch was entirely unreadable
     s.model.train()
     with _StopFlag() as stop:
@@ -203,7 +264,7 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
             # a batch whose images were all unreadable (the loader counted them) updates nothing, but its step
             # still passes: step numbers stay the sampler's, so evals, checkpoints and resume hold
             if not n_empty:
-                loss, n_local = _train_step(s, images, labels, writer, probe, guard), len(labels)
+                window.add(_train_step(s, images, labels, writer, probe, guard), len(labels))
             elif ctx.enabled:
                 skipped += 1
             s.scheduler.step()
@@ -215,7 +276,7 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
             lr = s.optimizer.param_groups[0]["lr"]
             if s.step % cfg.log.every == 0 or s.step == t.steps:
                 guard.check(ctx)
-                loss_value = _mean_loss(loss, n_local, ctx)
+                loss_value = window.mean(ctx, loss_value)
                 now = time.perf_counter()
                 sps = tick_samples / max(1e-9, now - tick)
                 tick, tick_samples = now, 0
@@ -255,6 +316,8 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
                 raise TrainingInterrupted(run_dir, s.step)
 
     progress.stop()
+    if s.step == started and s.val_sets:  # resumed at the end (train() saw no evaluation of it): evaluate it
+        metrics = _evaluate_and_checkpoint(s, run_dir, writer, progress, val_loaders)
     if not s.val_sets:  # nothing to choose a best by: the final weights are the best we have
         s.save(ckpt_dir / "best.pt")
         s.save(ckpt_dir / "last.pt")
@@ -266,15 +329,32 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
     return metrics
 
 
-def _mean_loss(loss: torch.Tensor | None, n: int, ctx: DistContext) -> float:
-    """The last batch's loss, over the global batch under torchrun (weighted by each rank's samples)."""
-    if loss is None:
-        return float("nan")
-    if not ctx.enabled:
-        return float(loss.item())
-    both = torch.stack([loss.float() * n, torch.tensor(float(n), device=loss.device)])
-    ctx.sum_(both)
-    return float((both[0] / both[1].clamp(min=1)).item())
+class LossWindow:
+    """The training loss logged as `train/loss`: the mean per sample over every step since the last log (the
+    log window, `log.every` steps), not the last batch's, which at a small batch size is a handful of images.
+    Summed on the device (no sync per step); under torchrun over every rank's samples."""
+
+    def __init__(self):
+        self.total: torch.Tensor | None = None  # Σ batch loss × batch size
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        part = loss.detach().float() * n
+        self.total = part if self.total is None else self.total + part
+        self.n += n
+
+    def mean(self, ctx: DistContext, previous: float = float("nan")) -> float:
+        """The window's mean, and a fresh window; `previous` when no step of the window trained (every rank
+        skips the same steps, so the ranks agree on whether to reduce)."""
+        total, n = self.total, self.n
+        self.total, self.n = None, 0
+        if total is None:
+            return previous
+        if not ctx.enabled:
+            return float(total.item()) / n
+        both = torch.stack([total, torch.tensor(float(n), device=total.device)])
+        ctx.sum_(both)
+        return float((both[0] / both[1].clamp(min=1)).item())
 
 
 def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, probe: Callable | None,
@@ -338,7 +418,8 @@ def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progre
             for k in ("word_acc", "cer", "one_minus_ned"):
                 writer.add_scalar(f"val/{name}/{k}", result[k], s.step)
             if gi is not None:
-                writer.add_image(f"val/{name}/samples", caption_grid(gi, gl, gp), s.step, dataformats="HWC")
+                grid = caption_grid(gi, gl, gp, protocol=cfg.eval.protocol)  # coloured as word_acc counts
+                writer.add_image(f"val/{name}/samples", grid, s.step, dataformats="HWC")
         progress.message(f"step {s.step}: {name} word_acc {result['word_acc']:.4f} "
                          f"cer {result['cer']:.4f} ({result['samples']} samples)")
         if result.get("unreadable"):  # never silently scored on fewer samples than the set has

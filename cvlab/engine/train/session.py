@@ -13,7 +13,7 @@ import torch
 
 from ...augment import build_pipeline
 from ...config import Experiment
-from ...data.loaders import datasets_for, report_lines
+from ...data.loaders import batch_groups, datasets_for, report_lines
 from ...data.tokenizer import tokenizer_for
 from ...errors import CvlabError
 from ...models import build_model
@@ -49,6 +49,7 @@ class Session:
     samples: int = 0  # global position in the sample stream: where a resume continues, at any world size
     ctx: DistContext = field(default_factory=DistContext)
     forward: torch.nn.Module | None = None  # what the training forward goes through: DDP and/or torch.compile
+    groups: list[list[int]] | None = None  # data.group_by: training samples batched in groups (batch_groups)
 
     @property
     def global_batch(self) -> int:
@@ -135,6 +136,14 @@ def _prepare(cfg: Experiment, progress: Progress | None, ctx: DistContext, init:
     # impossible combinations stop here (exit 2); reports group adjustments
     checked = preflight(model, cfg, device, progress=progress, adjustments=built.adjustments, degenerate=built.degenerate)
     train_sets = fit_training_labels(train_sets, cfg, tokenizer, steps=checked["steps"], progress=progress)  # no zero-loss labels
+    groups = None
+    if cfg.data.group_by != "none":  # non-i.i.d. batches: groups of samples sharing a source, form, page ...
+        groups, lines = batch_groups(train_sets, cfg.data.group_by, cfg.data.group_size)
+        if not groups:
+            raise CvlabError(f"data.group_by: {cfg.data.group_by}: no group of {cfg.data.group_size} training "
+                             "samples shares one")
+        for line in lines:
+            progress.message(f"data.group_by {cfg.data.group_by}: {line}")
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if syncs and ctx.enabled:
@@ -159,7 +168,7 @@ def _prepare(cfg: Experiment, progress: Progress | None, ctx: DistContext, init:
         seed_everything(cfg.seed + 7919 * ctx.rank)
     return Session(cfg, device, tokenizer, train_sets, val_sets, model, optimizer, scheduler, augment,
                    augment.learned, scaler, init_report=init_report, ctx=ctx,
-                   forward=forward)
+                   forward=forward, groups=groups)
 
 
 def _norm_batch_note(cfg: Experiment, ctx: DistContext) -> str:
