@@ -24,7 +24,7 @@ from cvlab.engine.runs.checkpoint import load_checkpoint
 from cvlab.engine.train.start import start_run
 from cvlab.errors import CvlabError
 from cvlab.models import build_model
-from cvlab.models.norms import GhostBatchNorm2d
+from cvlab.models.norms import GhostBatchNorm2d, values_per_statistic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +48,7 @@ def test_ghost_batch_norm_is_batch_norm_per_group_with_the_first_groups_running_
     assert torch.equal(ghost(x), torch.nn.functional.batch_norm(
         x, ghost.running_mean, ghost.running_var, ghost.weight, ghost.bias, False, 0.0, ghost.eps))
     assert set(ghost.state_dict()) == set(torch.nn.BatchNorm2d(4).state_dict())  # checkpoints are plain BN's
+    assert values_per_statistic(ghost, (8, 4, 3, 5)) == 2 * 3 * 5  # the b images of one group, not the batch
 
 
 def test_ghost_batch_must_divide_the_batch(cli, write_exp):

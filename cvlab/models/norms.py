@@ -161,9 +161,12 @@ class NormFactory:
 
 
 def values_per_statistic(m: nn.Module, shape: tuple[int, int, int, int]) -> int | None:
-    """How many values each mean/variance of `m` is taken over for an input of `shape` (B, C, H, W): BN N·H·W,
-    GN (C/G)·H·W (LN = GN(1): C·H·W), IN H·W, channels-only LN C; None for layers without such statistics."""
+    """How many values each mean/variance of `m` is taken over for an input of `shape` (B, C, H, W): BN N·H·W
+    (N: the ghost batch where there is one), GN (C/G)·H·W (LN = GN(1): C·H·W), IN H·W, channels-only LN C; None for
+    layers without such statistics."""
     b, c, h, w = shape
+    if isinstance(m, GhostBatchNorm2d):
+        return min(b, m.ghost) * h * w
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return b * h * w
     if isinstance(m, nn.GroupNorm):
