@@ -218,3 +218,20 @@ def test_between_image_share_and_effective_sample_size():
     assert 0.3 < between_image_share(acc(const + noise)) < 0.7
     assert effective_values(2, 20, 1.0) == pytest.approx(2.0)
     assert effective_values(2, 20, 0.0) == pytest.approx(40.0)
+
+
+def test_the_quick_study_is_the_design_the_docs_describe():
+    """experiments/compare_norms_quick.yaml with the documented --norms: ten runs of the same step and budget,
+    group norm at 4 channels per group or more, BN at b = 2 on i.i.d., same-source and same-word groups."""
+    base = load_config(ROOT / "experiments" / "compare_norms_quick.yaml")
+    norms = "batch,group,layer,instance,none,batch/source:2,batch/word:2,batch@after_act".split(",")
+    vs = make_variants(base, norms, [32, 2], 1)
+    assert len(vs) == 10 and {(v.cfg.train.batch_size, v.cfg.train.steps) for v in vs} == {(32, 900)}
+    group = next(v for v in vs if v.norm == "group")
+    built = build_model(group.cfg.model, tokenizer_for(group.cfg).num_classes, 1)
+    gns = [m for m in built.model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert gns and all(m.num_channels // m.num_groups >= 4 for m in gns)
+    at2 = {v.norm: v.cfg for v in vs if v.batch_size == 2}
+    assert {n: c.data.group_by for n, c in at2.items() if n.startswith("batch")} == {
+        "batch": "none", "batch/source:2": "source", "batch/word:2": "source", "batch@after_act": "none"}
+    assert all(c.model.norm.ghost_batch == 2 for n, c in at2.items() if n.startswith("batch"))

@@ -105,6 +105,7 @@ def collect(variants: list[Variant], out_dir: Path) -> tuple[list[dict], dict]:
         row["rho_mean"] = sum(rhos) / len(rhos) if rhos else None
         row["n_eff_min"] = min(n_effs) if n_effs else None
         row["stat_batch"] = v.cfg.model.norm.ghost_batch or v.cfg.train.batch_size
+        row["adjustments"] = rec.get("adjustments") or []  # summary.json and report.md, not the csv
         scalars = read_scalars(d) if d.is_dir() and any(d.glob("events.out.tfevents.*")) else {}
         metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
         first = next(iter(metrics.get("datasets", {}).items()), None)
@@ -432,6 +433,15 @@ def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: di
         md += ["", "(shared): one run per seed stands for this norm at every batch size (it uses no batch "
                "statistics, and under this protocol nothing else it trains with depends on the batch size)."]
     md += ["", *[f"![{p}]({p})" for p in pngs], "", *statistics_lines(result)]
+    adjusted = {}
+    for r in rows:
+        for line in r.get("adjustments") or []:
+            adjusted.setdefault(line, []).append(r["norm"])
+    if adjusted:
+        md += ["## Adjustments", "", "What building the model changed from its config (preflight prints the same "
+               "at the start of each run):", ""]
+        md += [f"- {line} ({', '.join(dict.fromkeys(norms))})" for line, norms in adjusted.items()]
+        md += [""]
     md += ["## The mechanism: batch statistics per BN layer", "",
            "From last.pt on the first validation set, network in eval mode, the set cut into batches of the "
            "training batch size. N·H·W: values behind each statistic. gap: RMS difference between the layer's "

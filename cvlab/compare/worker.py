@@ -13,12 +13,22 @@ import torch
 
 from ..atomic import write_json
 from ..config import Experiment
+from ..data.tokenizer import tokenizer_for
 from ..engine.device import pick_device
 from ..engine.progress import Progress
 from ..engine.train.loop import Diverged, TrainingInterrupted, train
+from ..engine.train.preflight import adjustment_messages
 from ..engine.train.session import prepare
 from ..errors import CvlabError
+from ..models import build_model
 from .probes import Probe, _peak_mem_mb, bn_layer_stats, mechanism, train_eval_gap
+
+
+def adjustments(cfg: Experiment) -> list[str]:
+    """What building this variant's model changed from its config (group counts, degenerate group norm
+    layers), as preflight prints it: report.md lists them per variant."""
+    built = build_model(cfg.model, tokenizer_for(cfg).num_classes, cfg.data.image.channels)
+    return adjustment_messages(cfg, built.adjustments, built.degenerate)
 
 
 def failed(e: BaseException) -> dict:
@@ -91,7 +101,8 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
         # the engine writes the run (config.yaml, env.json, lock), as for any other run
         train(cfg, run_dir, relay, resume=resume, probe=probe, session=session)
         rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir), **mechanism(cfg, run_dir),
-               "bn_layers": bn_layer_stats(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type)}
+               "bn_layers": bn_layer_stats(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type),
+               "adjustments": adjustments(cfg)}
     except Diverged as e:
         rec = {"status": "diverged", "reason": str(e)}
     except (KeyboardInterrupt, TrainingInterrupted):  # Ctrl-C stops the comparison; a rerun resumes this variant
