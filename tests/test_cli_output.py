@@ -295,3 +295,17 @@ def test_a_dataset_with_nothing_scored_shows_no_rates_and_no_no_errors(run, tmp_
     (rec,) = json.loads(out)
     assert rec["samples"] == 0 and rec["cer"] is None and rec["word_acc"] is None
     assert rec["filtered"] and sum(rec["filtered"].values()) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "x.yaml", "--nope"], "No such option: --nope"),
+    (["runs", "--runs-dir", "/x"], "No such option: --runs-dir"),
+    (["runs", "--format"], "Option '--format' requires an argument"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_usage_errors_are_one_line_exit_2(cli, argv, message):
+    """Typer's own usage errors (unknown option, bad value, unknown command) keep the contract: one line."""
+    code, out, err = cli(*argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "╭" not in err and "Traceback" not in err

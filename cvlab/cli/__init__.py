@@ -76,14 +76,23 @@ def run(argv: list[str]) -> int:
     """Run one command line and return its exit code (what tests and notebooks call). A reader that closes the
     pipe early ends the command quietly with exit 0, as `ls | head` does."""
     import typer.main
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+    command = _pipe_aware(readable_help(typer.main.get_command(app)))
     try:
         try:
-            _pipe_aware(readable_help(typer.main.get_command(app)))(args=argv, prog_name="cvlab")
+            # standalone_mode=False: usage errors come back as exceptions, shown below as one line
+            rv = command.main(args=argv, prog_name="cvlab", standalone_mode=False)
+            code = rv if isinstance(rv, int) else 0  # an Exit's code, or a command's (None) result
+        except NoArgsIsHelpError as e:  # `cvlab` or `cvlab data` alone: the help, as Typer shows it
+            print(e.ctx.get_help() if e.ctx else str(e))
+            code = 2
+        except ClickException as e:  # an unknown option, a bad value, a missing argument: one line, exit 2
+            where = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) else ""
+            print(f"error: {e.format_message()}{where}", file=sys.stderr)
+            code = e.exit_code
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        else:
-            code = 0
         sys.stdout.flush()
     except (PipeClosed, BrokenPipeError):
         _silence_closed_pipes()
