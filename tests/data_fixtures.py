@@ -219,3 +219,86 @@ def make_rimes(root: Path) -> Path:
     (root / "grount_truth_test_icdar2011.txt").write_bytes(
         "\ufefflot_1/w1.tiff Madame\r\nlot_1/w2.png été\r\nlot_1/w3.png manque\r\n".encode())
     return root
+
+
+# --------------------------------------------------------------------------------------------- CASIA-HWDB
+# Binary files written field by field in the real layouts (little-endian, 2-byte GB codes high byte first,
+# 8-bit bitmaps without row padding). Each bitmap is page_array(w, h, value), so pixels can be checked exactly.
+
+def _u16(n: int) -> bytes:
+    return n.to_bytes(2, "little")
+
+
+def _u32(n: int) -> bytes:
+    return n.to_bytes(4, "little")
+
+
+def gnt_record(code: bytes, bitmap: np.ndarray) -> bytes:
+    """sample size (uint32, the whole record) | tag code (2 bytes as stored) | width, height (uint16) | bitmap."""
+    h, w = bitmap.shape
+    return _u32(10 + w * h) + code + _u16(w) + _u16(h) + bitmap.astype(np.uint8).tobytes()
+
+
+def dgrl_page(lines: list[tuple[list[bytes], int, int, np.ndarray]], *, page: tuple[int, int] = (40, 30),
+              illustration: bytes = b"CASIA-HWDB2.0 \xd7\xd6\xd0\xd0\x00", code_type: bytes = b"GB",
+              code_length: int = 2, bpp: int = 8) -> bytes:
+    """A .dgrl page: header (size, "DGRL", illustration, code type, code length, bits per pixel), page height,
+    width, number of lines, then per line: number of characters, codes, top, left, height, width, bitmap.
+    `lines` = (codes, top, left, bitmap) each; `page` = (height, width)."""
+    out = bytearray(_u32(36 + len(illustration)) + b"DGRL\x00\x00\x00\x00" + illustration)
+    out += code_type.ljust(20, b"\x00") + _u16(code_length) + _u16(bpp)
+    out += _u32(page[0]) + _u32(page[1]) + _u32(len(lines))
+    for codes, top, left, bitmap in lines:
+        h, w = bitmap.shape
+        out += _u32(len(codes)) + b"".join(codes) + _u32(top) + _u32(left) + _u32(h) + _u32(w)
+        out += bitmap.astype(np.uint8).tobytes()
+    return bytes(out)
+
+
+# file -> records (tag code as stored, width, height, pixel value): labels 啊 丂 亍 | 座 ７ | 啊
+CASIA_GNT = {
+    "HWDB1.1trn_gnt/1001-c.gnt": [
+        (b"\xb0\xa1", 5, 4, 10),   # 啊, the first level-1 character; odd width
+        (b"\xff\xff", 3, 3, 20),   # the garbage mark: dropped and counted
+        (b"\x81\x40", 7, 3, 30),   # 丂: GBK only (not in GB2312)
+        (b"\xd8\xa1", 1, 1, 40),   # 亍: GB2312 level 2 (outside gb2312-l1)
+    ],
+    "HWDB1.1trn_gnt/1002-c.gnt": [
+        (b"\xa1\xff", 2, 2, 50),   # no GB2312/GBK code: dropped and counted
+        (b"\xd7\xf9", 9, 5, 60),   # 座, the last level-1 character
+        (b"\xa3\xb7", 3, 5, 250),  # ７ (full-width seven), as HWDB1.x stores its symbols; pixels wrap past 255
+    ],
+    "HWDB1.1tst_gnt/1241-c.gnt": [(b"\xb0\xa1", 3, 2, 80)],
+}
+CASIA_GNT_LABELS = ["啊", "丂", "亍", "座", "７", "啊"]
+
+# file -> lines (codes as stored, top, left, width, height, pixel value)
+CASIA_DGRL = {  # in the order read: sorted paths (HWDB2.0Test before HWDB2.0Train)
+    "HWDB2.0Test/002-P17.dgrl": [
+        ([b"\xff\xff", b"\xff\xff"], 0, 0, 3, 2, 40),  # only garbage marks: empty label, dropped (counted)
+        ([b"\xa1\xff", b"\xb0\xa1"], 5, 0, 5, 3, 50),  # an undecodable code, removed (counted): 啊
+    ],
+    "HWDB2.0Train/001-P16.dgrl": [
+        ([b"\xb0\xa1", b"\xa3\xac", b"2\x00", b"\x81\x40"], 2, 3, 7, 3, 10),  # 啊，2丂: ASCII + NUL, GBK only
+        ([b"\xd7\xf9", b"\xff\xff", b"\xb0\xa1"], 8, 1, 5, 4, 20),  # 座?啊: a garbage mark, removed (counted)
+        ([b"\xd8\xa1"], 14, 2, 1, 2, 30),  # 亍, one pixel wide
+    ],
+}
+CASIA_DGRL_LABELS = ["啊", "啊，2丂", "座啊", "亍"]
+
+
+def make_casia_gnt(root: Path) -> Path:
+    for rel, records in CASIA_GNT.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(gnt_record(code, page_array(w, h, v)) for code, w, h, v in records))
+    return root
+
+
+def make_casia_dgrl(root: Path) -> Path:
+    for rel, lines in CASIA_DGRL.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(dgrl_page([(codes, top, left, page_array(w, h, v))
+                                    for codes, top, left, w, h, v in lines]))
+    return root

@@ -1,9 +1,10 @@
 """Mangled annotation files in every supported format load, or fail as a CvlabError (one line, exit 2): never any
 other exception. Each case starts from the real on-disk fixture (tests/data_fixtures.py), mangles one of its
 annotation files 1-3 times (truncation, byte flips, deleted/duplicated/swapped lines, other encodings, BOM,
-CRLF/CR, huge/negative/NaN numbers, missing fields, empty files) and loads it the way `cvlab data check` and
-training do. CVLAB_FUZZ_N (default 200) sets the number of cases over all formats; a case is reproduced by its
-id (format, number): the mutations are seeded by it."""
+CRLF/CR, huge/negative/NaN numbers, missing fields, empty files; binary files such as CASIA's `.gnt`/`.dgrl`
+also get a size, count or code field overwritten) and loads it the way `cvlab data check` and training do.
+CVLAB_FUZZ_N (default 200) sets the number of cases over all formats; a case is reproduced by its id (format,
+number): the mutations are seeded by it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from data_fixtures import (
+    make_casia_dgrl,
+    make_casia_gnt,
     make_folder,
     make_iam,
     make_icdar,
@@ -52,7 +55,11 @@ FORMATS = {
     "rimes_lines": (make_rimes, "rimes:{root}:test", ["level=lines"], ["eval_2011_annotated.xml"]),
     "rimes_words": (make_rimes, "rimes:{root}:test", ["level=words"], ["grount_truth_test_icdar2011.txt"]),
     "lmdb": (None, "lmdb:{root}", [], ["data.mdb (contents)"]),
+    # binary files: the data file is its own annotation (also mangled field-wise: sizes, counts, codes)
+    "casia_gnt": (make_casia_gnt, "casia_gnt:{root}", [], ["HWDB1.1trn_gnt/1001-c.gnt", "HWDB1.1trn_gnt/1002-c.gnt"]),
+    "casia_dgrl": (make_casia_dgrl, "casia_dgrl:{root}", [], ["HWDB2.0Train/001-P16.dgrl", "HWDB2.0Test/002-P17.dgrl"]),
 }
+BINARY = {"casia_gnt", "casia_dgrl"}
 PER_FORMAT = max(1, N // len(FORMATS))
 NUMBER = re.compile(rb"-?\d+(\.\d+)?")
 
@@ -127,10 +134,24 @@ MUTATIONS = {
 }
 
 
-def mangle(rng: random.Random, b: bytes) -> tuple[bytes, list[str]]:
-    names = rng.sample(sorted(MUTATIONS), rng.randint(1, 3))
+def _binary_field(rng: random.Random, b: bytes) -> bytes:
+    """A little-endian size, count or code overwritten: 0, 1, all ones, or random."""
+    if not b:
+        return b
+    n = rng.choice([2, 4])
+    i = rng.randrange(len(b))
+    value = rng.choice([0, 1, (1 << 8 * n) - 1, rng.randrange(1 << 8 * n)])
+    return b[:i] + value.to_bytes(n, "little") + b[i + n:]
+
+
+BINARY_MUTATIONS = {**MUTATIONS, "binary field": _binary_field}
+
+
+def mangle(rng: random.Random, b: bytes, binary: bool = False) -> tuple[bytes, list[str]]:
+    table = BINARY_MUTATIONS if binary else MUTATIONS
+    names = rng.sample(sorted(table), rng.randint(1, 3))
     for name in names:
-        b = MUTATIONS[name](rng, b)
+        b = table[name](rng, b)
     return b, names
 
 
@@ -202,7 +223,7 @@ def test_mangled_annotations_load_or_fail_as_user_errors(fmt, templates, tmp_pat
         else:
             shutil.copytree(templates[fmt], root)
             target = root / rng.choice(files)
-            data, names = mangle(rng, target.read_bytes())
+            data, names = mangle(rng, target.read_bytes(), binary=fmt in BINARY)
             target.write_bytes(data)
             what = [f"{target.name}: {names}"]
         text, case_opts = spec.format(root=root), [o.format(root=root) for o in opts]

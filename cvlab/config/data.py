@@ -114,8 +114,30 @@ class RimesSpec(FileSpec):
     images: str | None = Field(None, description="folder of the page/word images (default: searched in root)")
 
 
+class _CasiaSpec(FileSpec):
+    split: Literal["train", "test"] | None = Field(
+        None, description="the official split: the folders below root named *trn*/*train* or *tst*/*test* "
+        "(HWDB1.1trn_gnt, HWDB2.0Test, ...); default: every file below root (or root itself, a file)")
+
+
+class CasiaGntSpec(_CasiaSpec):
+    """CASIA-HWDB1.x isolated characters: `.gnt` files (root: one file, or a folder read recursively)."""
+
+    type: Literal["casia_gnt"] = "casia_gnt"
+
+
+class CasiaDgrlSpec(_CasiaSpec):
+    """CASIA-HWDB2.x text lines: `.dgrl` page files (root: one file, or a folder read recursively)."""
+
+    type: Literal["casia_dgrl"] = "casia_dgrl"
+    garbage_lines: Literal["keep", "drop"] = Field(
+        "keep", description="a line whose label holds garbage marks (0xFFFF) or undecodable codes: keep it with "
+        "those removed from the label, or drop it (counted either way)")
+
+
 # Every dataset family's spec; `type` selects one.
-DATASET_SPECS = (SynthSpec, LmdbSpec, FolderSpec, Iiit5kSpec, SvtSpec, Ic13Spec, Ic15Spec, IamSpec, RimesSpec)
+DATASET_SPECS = (SynthSpec, LmdbSpec, FolderSpec, Iiit5kSpec, SvtSpec, Ic13Spec, Ic15Spec, IamSpec, RimesSpec,
+                 CasiaGntSpec, CasiaDgrlSpec)
 DatasetSpec = Annotated[Union[DATASET_SPECS], Field(discriminator="type")]  # noqa: UP007
 DATASET_TYPES = tuple(s.model_fields["type"].default for s in DATASET_SPECS)
 

@@ -17,6 +17,7 @@ from ..config.data import DataCfg, SpecBase
 from ..errors import CvlabError
 from .charset import charset_name, resolve_charset
 from .formats.base import Broken
+from .formats.casia import CasiaDgrlDataset, CasiaGntDataset
 from .formats.folder import FolderDataset
 from .formats.iam import IamDataset
 from .formats.icdar import Ic13Dataset, Ic15Dataset
@@ -30,6 +31,7 @@ from .synth import SynthWords
 DATASETS: dict[str, type] = {
     "synth": SynthWords, "lmdb": LmdbDataset, "folder": FolderDataset, "iiit5k": Iiit5kDataset,
     "svt": SvtDataset, "ic13": Ic13Dataset, "ic15": Ic15Dataset, "iam": IamDataset, "rimes": RimesDataset,
+    "casia_gnt": CasiaGntDataset, "casia_dgrl": CasiaDgrlDataset,
 }
 
 
