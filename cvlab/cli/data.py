@@ -1,4 +1,4 @@
-"""`cvlab data check|convert|preview`: look at a dataset as cvlab reads it, or write it as a standard LMDB."""
+"""`cvlab data check|convert|render|preview`: look at a dataset as cvlab reads it, or write it as a standard LMDB."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..config.data import DATASET_TYPES
 from ..errors import CvlabError
 from .common import SET_HELP, app, err, guarded, is_stdout, out, plural, refuse_stdout, write_stdout
 
-data_app = typer.Typer(no_args_is_help=True, help="Check, convert and preview datasets as downloaded.")
+data_app = typer.Typer(no_args_is_help=True, help="Check, convert and preview datasets as downloaded; pre-render synthetic ones.")
 app.add_typer(data_app, name="data")
 
 TYPE_HELP = f"Dataset type: {', '.join(DATASET_TYPES)}."
@@ -155,6 +155,69 @@ def convert(
     left_out = f" ({res['left_out']} left out: see the report above)" if res["left_out"] else ""
     out.print(f"written {plural(res['written'], 'sample')} to {res['out']}{left_out}", markup=False,
               highlight=False)
+
+
+@data_app.command("render", epilog="Examples:\n\n"
+                  "    cvlab data render experiments/synth_real.yaml --out lmdb/synth_train --jobs 16\n\n"
+                  "    cvlab data render experiments/synth_real.yaml --split val --out lmdb/synth_val\n\n"
+                  "    cvlab data render --type synth --opt seed=3 --charset alnum62 --n 100000 --out lmdb/synth_100k "
+                  "--jobs 4")
+@guarded
+def render(
+    experiment: Path = typer.Argument(None, help="Render this experiment's synthetic datasets of --split, with its "
+                                      "charset and image settings."),
+    type_: str = typer.Option(None, "--type", help="`synth`: render a spec built from --opt (without EXPERIMENT)."),
+    opt: list[str] = typer.Option([], "--opt", help=OPT_HELP),
+    charset: str = typer.Option("lower36", help="--type synth: the characters its words are drawn from."),
+    split: str = typer.Option(None, help="With EXPERIMENT: the list to render, train (default) or val."),
+    n: int = typer.Option(None, "--n", min=1, help="Render samples 0..N-1 (default: the spec's size)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for data.mdb (several synthetic sets: a sub-folder "
+                                 "each). The same command continues an interrupted render there."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes rendering in parallel."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+):
+    """Pre-render synthetic words into the standard LMDB (num-samples, image-%09d, label-%09d; 1-based; PNG at
+    full resolution): sample i is the image and label the experiment renders on the fly for index i. Resumable:
+    samples are committed in chunks, and the same command continues a killed render where it stopped (another
+    spec into the same --out is refused); `num-samples` is written last, so a half-written LMDB never reads as
+    complete. Train on it with `data.train: [{type: lmdb, root: DIR}]`."""
+    from ..config import load_config
+    from ..data.charset import resolve_charset
+    from ..data.render import Interrupted, experiment_targets, refuse_type, render_lmdb, spec_target
+    from ..engine.runs.directory import check_writable
+    from .progress import make_count_progress
+
+    refuse_stdout(out_dir, "--out", "an LMDB folder")
+    if experiment is not None and (type_ or opt):
+        raise CvlabError("give an EXPERIMENT or --type synth [--opt key=value ...], not both")
+    if experiment is None and (split or set_):
+        raise CvlabError(f"{'--split' if split else '--set'} applies to an EXPERIMENT; with --type synth give "
+                         f"--opt key=value")
+    if experiment is None and type_:
+        refuse_type(type_)
+    check_writable(out_dir, "--out")
+    if experiment is not None:
+        targets, notes = experiment_targets(load_config(experiment, set_), split or "train", n)
+    else:
+        targets, notes = [spec_target(_spec(type_, None, None, opt), resolve_charset(charset), n)], []
+    for note in notes:
+        err.print(note, markup=False, highlight=False)
+    for t in targets:
+        dest = out_dir / t.sub if t.sub else out_dir
+        try:
+            res = render_lmdb(t, dest, jobs=jobs, progress=make_count_progress(err, "render"))
+        except Interrupted as e:
+            err.print(f"interrupted: {e.done} of {e.total} samples of {t.key} committed to {e.out}; rerun the same "
+                      f"command to continue", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+        if res["complete_before"]:
+            out.print(f"{dest}: already holds all {plural(res['n'], 'sample')} of {t.key}; nothing to do",
+                      markup=False, highlight=False)
+            continue
+        rate = res["rendered"] / max(res["seconds"], 1e-9)
+        resumed = f", continuing after sample {res['from']}" if res["from"] else ""
+        out.print(f"written {plural(res['n'], 'sample')} of {t.key} to {dest} ({res['rendered']} rendered in "
+                  f"{res['seconds']:.1f} s, {rate:.0f} samples/s{resumed})", markup=False, highlight=False)
 
 
 @data_app.command("preview", epilog="Examples:\n\n"

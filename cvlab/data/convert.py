@@ -1,6 +1,8 @@
 """`cvlab data convert`: any dataset to the standard text-recognition LMDB (DTRB layout): `num-samples`,
 `image-%09d`, `label-%09d`, 1-based; the original encoded bytes (a PNG for crops) and the original label text,
-so other tools read it and an LMDB converted again is identical entry for entry."""
+so other tools read it and an LMDB converted again is identical entry for entry. Synthetic data is stored as
+its renders at full resolution (PNG). `cvlab data render` writes the same entries (`encode_sample`), in
+parallel and resumably."""
 
 from __future__ import annotations
 
@@ -8,21 +10,50 @@ import io
 from pathlib import Path
 
 import lmdb
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import CvlabError
 from ..imagegrid import to_pil
 from .formats.base import LOAD_ERRORS
-from .loaders import report_of, unwrap
+from .formats.lmdb import NUM_SAMPLES
+from .loaders import report_of, sample_id, unwrap
 from .report import DataReport
 
 _COMMIT_EVERY = 1000
 
 
-def _png_of(image, label: str) -> tuple[bytes, str]:
+def png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    to_pil(image).save(buf, format="PNG")
-    return buf.getvalue(), label
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def encode_sample(ds: Dataset, i: int) -> tuple[bytes, str]:
+    """Sample i of `ds` as the LMDB stores it: (encoded image, label). A dataset read from disk gives its original
+    bytes (a PNG for crops), decoded first so that undecodable bytes are never written (raises LOAD_ERRORS);
+    rendered data (synth) gives its render at full resolution as PNG, which the experiment's resize turns into
+    exactly the tensor it gives on the fly; anything else (a distorted view) the tensor it gives, as PNG."""
+    base, j = unwrap(ds, i)
+    if hasattr(base, "encoded"):
+        base.load(j)
+        return base.encoded(j), base.label(j)
+    if hasattr(base, "render"):
+        image, label, _ = base.render(j)
+        return png(image), label
+    image, label = ds[i][:2]
+    return png(to_pil(image)), label
+
+
+def open_lmdb(out: Path) -> lmdb.Environment:
+    # map_size is only an upper bound on a sparse file; 1 TiB leaves room for any benchmark
+    return lmdb.open(str(out), map_size=1 << 40, subdir=True, meminit=False)
+
+
+def put_sample(txn: lmdb.Transaction, n: int, data: bytes, label: str) -> None:
+    """Entry n (1-based) of the DTRB layout."""
+    txn.put(b"image-%09d" % n, data)
+    txn.put(b"label-%09d" % n, label.encode("utf-8"))
 
 
 def convert_to_lmdb(ds: Dataset, out: Path, on_progress=None) -> dict:
@@ -35,31 +66,24 @@ def convert_to_lmdb(ds: Dataset, out: Path, on_progress=None) -> dict:
         raise CvlabError(f"{out}: already holds an LMDB (data.mdb); choose a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
     report = DataReport(str(out))
-    # map_size is only an upper bound on a sparse file; 1 TiB leaves room for any benchmark
-    env = lmdb.open(str(out), map_size=1 << 40, subdir=True, meminit=False)
+    env = open_lmdb(out)
     written = 0
     try:
         txn = env.begin(write=True)
         for i in range(len(ds)):
-            base, j = unwrap(ds, i)
-            if not hasattr(base, "encoded"):  # generated data (synth): store the rendered sample as PNG
-                data, label = _png_of(*ds[i])
-            else:
-                try:
-                    base.load(j)
-                    data, label = base.encoded(j), base.label(j)
-                except LOAD_ERRORS as e:
-                    report.drop("image unreadable (not written)", f"{base.source(j)} ({e.__class__.__name__})")
-                    continue
+            try:
+                data, label = encode_sample(ds, i)
+            except LOAD_ERRORS as e:
+                report.drop("image unreadable (not written)", f"{sample_id(ds, i)} ({e.__class__.__name__})")
+                continue
             written += 1
-            txn.put(b"image-%09d" % written, data)
-            txn.put(b"label-%09d" % written, label.encode("utf-8"))
+            put_sample(txn, written, data, label)
             if written % _COMMIT_EVERY == 0:
                 txn.commit()
                 txn = env.begin(write=True)
                 if on_progress:
                     on_progress(written)
-        txn.put(b"num-samples", str(written).encode())
+        txn.put(NUM_SAMPLES, str(written).encode())
         txn.commit()
     finally:
         env.close()

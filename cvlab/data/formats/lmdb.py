@@ -9,6 +9,7 @@ read), so a million-sample index takes seconds; label-only entries are dropped a
 from __future__ import annotations
 
 import io
+import json
 from array import array
 from pathlib import Path
 
@@ -21,6 +22,33 @@ from ..report import DataReport
 from .base import TextDataset, need_dir
 
 LAYOUT = "a folder holding data.mdb (+ lock.mdb), or a tree of such folders"
+
+
+RENDER_KEY = b"cvlab-render"  # `cvlab data render`'s record of what it renders (JSON): a rerun continues it
+NUM_SAMPLES = b"num-samples"
+
+
+def last_image(txn: lmdb.Transaction) -> int:
+    """The highest `image-%09d` index present (0: none). `cvlab data render` writes in index order, so for its
+    LMDBs this is how many samples are committed."""
+    cur = txn.cursor()
+    # b"image." sorts just after every b"image-..." key: step back from the first key at or after it
+    found = cur.prev() if cur.set_range(b"image.") else cur.last()
+    key = cur.key() if found else b""
+    return int(key[6:]) if key.startswith(b"image-") and key[6:].isdigit() else 0
+
+
+def unfinished_render(txn: lmdb.Transaction) -> str | None:
+    """What an LMDB without `num-samples` is when `cvlab data render` left it so (killed part-way), else None."""
+    raw = txn.get(RENDER_KEY)
+    if raw is None or txn.get(NUM_SAMPLES) is not None:
+        return None
+    try:
+        total = json.loads(raw)["n"]
+    except (ValueError, KeyError, TypeError):
+        total = "?"
+    return (f"an unfinished `cvlab data render` ({last_image(txn)} of {total} samples written); rerun the same "
+            f"command to finish it")
 
 
 def find_lmdbs(root: Path) -> list[Path]:
@@ -99,7 +127,8 @@ class LmdbDataset(TextDataset):
         with self._env(f).begin() as txn:
             raw = txn.get(b"num-samples")
             if raw is None:
-                raise CvlabError(f"{where_db}: no `num-samples` key; not a text-recognition LMDB")
+                what = unfinished_render(txn) or "not a text-recognition LMDB"
+                raise CvlabError(f"{where_db}: no `num-samples` key; {what}")
             try:
                 n = int(raw.decode())
             except ValueError:
