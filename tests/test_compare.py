@@ -65,6 +65,7 @@ def test_summary_report_and_plots(compared):
     with open(out / "summary.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert b"\r\n" not in (out / "summary.csv").read_bytes()  # LF lines, as every CSV cvlab writes
     for col in ("norm", "batch_size", "seed", "status", "word_acc", "cer", "train_loss", "train_eval_gap",
                 "samples_per_s"):
         assert all(r[col] != "" for r in rows), col

@@ -400,12 +400,15 @@ def statistics_lines(result: dict) -> list[str]:
 
 def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: dict,
                   protocol_lines: list[str] | None = None) -> None:
-    from ..atomic import write_json
+    import io
 
-    with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")  # bn_layers: summary.json only
-        w.writeheader()
-        w.writerows(rows)
+    from ..atomic import write_json, write_text_atomic
+
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")  # bn_layers: json
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(text.getvalue(), out_dir / "summary.csv")  # LF lines, as every other CSV cvlab writes
     result = comparisons(rows)
     write_json({"variants": _clean(rows), "table": _clean(table), "statistics": _clean(result)},
                out_dir / "summary.json")
@@ -506,4 +509,4 @@ def write_outputs(out_dir: Path, rows: list[dict], table: list[dict], curves: di
         md += ["", "## Variants that did not finish", ""]
         md += [f"- `{r['norm']}` bs {r['batch_size']} seed {r['seed']}: **{r['status']}** — {r['reason']}"
                for r in bad]
-    (out_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    write_text_atomic("\n".join(md) + "\n", out_dir / "report.md")
