@@ -307,3 +307,19 @@ def test_variant_messages_reach_the_cli(tmp_path, cli):
     adjusted = [line for line in err.splitlines() if "model.norm.groups: 32 groups" in line]
     assert adjusted and all(line.startswith("  ") for line in adjusted), err
     assert "  dataset val: 24 samples" in err
+
+
+def test_a_rerun_with_init_from_finds_its_variants_trained_from_the_same_weights(tmp_path):
+    """A run stores train.init_from resolved to the checkpoint file; the same --set init_from=RUN asked again
+    is the same weights, so the rerun skips the finished variant instead of refusing it."""
+    from cvlab.engine.train.start import start_run
+
+    source, _ = start_run(load_config(_exp(tmp_path, steps=1, eval_every=1)), tmp_path / "runs")
+    base = load_config(_exp(tmp_path, steps=1, eval_every=1)).model_copy(deep=True)
+    base.train.init_from = str(source)
+    out = tmp_path / "out"
+    compare_norms(base, out, ["batch"], [2], protocol="per-step")
+    saved = yaml.safe_load((out / "norm=batch,bs=2,seed=0" / "config.yaml").read_text())
+    assert saved["train"]["init_from"].endswith(".pt")  # resolved, not the run folder given
+    res = compare_norms(base, out, ["batch"], [2], protocol="per-step")
+    assert [r["status"] for r in res["rows"]] == ["done"]

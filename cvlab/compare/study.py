@@ -11,6 +11,7 @@ from ..config import Experiment, load_saved_config
 from ..engine.progress import NullProgress, Progress
 from ..engine.runs.directory import STATUS, check_writable, read_json
 from ..engine.runs.resume import RESUMABLE, changed_keys, check_resume
+from ..engine.train.init_from import same_source
 from ..errors import CvlabError
 from .grid import Variant, make_variants
 from .launchers import check_options, launch
@@ -97,7 +98,12 @@ def check_existing(variants: list[Variant], out_dir: Path) -> None:
             refusals.append(f"{v.name}: its {saved_path.name} cannot be read by this cvlab "
                             f"({'; '.join(str(e).splitlines())})")
             continue
-        differ = {k: old_new for k, old_new in changed_keys(saved, v.cfg).items()
+        cfg = v.cfg
+        stored_from = saved.get("train", {}).get("init_from")
+        if stored_from != cfg.train.init_from and same_source(stored_from, cfg.train.init_from):
+            cfg = cfg.model_copy(deep=True)  # the run stores the checkpoint resolved: the same weights
+            cfg.train.init_from = stored_from
+        differ = {k: old_new for k, old_new in changed_keys(saved, cfg).items()
                   if k != "name" and k not in RESUMABLE}
         if differ:
             keys = list(differ)[:8]
@@ -114,7 +120,7 @@ def check_existing(variants: list[Variant], out_dir: Path) -> None:
                             "large as that run's")
             continue
         try:  # what else resuming refuses (a onecycle schedule's length), asked of the engine's own check
-            check_resume(saved, v.cfg, saved_path)
+            check_resume(saved, cfg, saved_path)
         except CvlabError as e:
             refusals.append(f"{v.name}: {e}; use another --out")
     if refusals:
