@@ -26,12 +26,17 @@ from .common import PipeClosed, app, readable_help
 
 def version_line() -> str:
     import platform
-
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
-    return f"cvlab {__version__} (torch {torch.__version__}, python {platform.python_version()})"
+    try:  # torch's installed version without importing torch (seconds): `cvlab --version` stays instant
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        import torch
+
+        torch_version = torch.__version__
+    return f"cvlab {__version__} (torch {torch_version}, python {platform.python_version()})"
 
 
 def _show_version(value: bool) -> None:

@@ -203,6 +203,8 @@ SET_HELP = "Override a config value, e.g. `--set train.lr=3e-4` (repeatable; val
 
 def other_rank() -> int:
     """Under torchrun, this process's rank when it is not rank 0 (which alone prints results), else 0."""
+    if "RANK" not in os.environ:  # not under torchrun: no need to import torch (seconds) to say so
+        return 0
     from ..engine.distributed import launched
 
     return int(os.environ["RANK"]) if launched() else 0
@@ -215,8 +217,6 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..engine.train.loop import Diverged, TrainingInterrupted
-
         rank = other_rank()
         # every path option and argument of every command, in one place (`--runs-dir=~/x`, `--out=~/x`)
         kwargs = {k: expand_home(v) if isinstance(v, Path | list) else v for k, v in kwargs.items()}
@@ -227,15 +227,21 @@ def guarded(fn):
                 for line in str(e).splitlines() or ["bad input"]:
                     err.print(f"{f'rank {rank}: ' if rank else ''}error: {line}", markup=False, highlight=False)
             raise typer.Exit(2) from None
-        except TrainingInterrupted as e:
-            if not rank:
-                err.print(f"interrupted at step {e.step}; checkpoints/last.pt written. Resume with:", markup=False)
-                err.print(f"  cvlab train --resume {e.run_dir}", markup=False, highlight=False)
-            raise typer.Exit(130) from None
-        except Diverged as e:
-            if not rank:
-                err.print(f"error: training diverged: {e}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
+        except Exception as e:
+            # the training loop's own exceptions; only a command that imported the loop can raise them, and
+            # importing it here would make every command (`cvlab eval`, `config show`) pay for torch, kornia
+            # and TensorBoard at start-up
+            loop = sys.modules.get(f"{__package__.rpartition('.')[0]}.engine.train.loop")
+            if loop is not None and isinstance(e, loop.TrainingInterrupted):
+                if not rank:
+                    err.print(f"interrupted at step {e.step}; checkpoints/last.pt written. Resume with:", markup=False)
+                    err.print(f"  cvlab train --resume {e.run_dir}", markup=False, highlight=False)
+                raise typer.Exit(130) from None
+            if loop is not None and isinstance(e, loop.Diverged):
+                if not rank:
+                    err.print(f"error: training diverged: {e}", markup=False, highlight=False)
+                raise typer.Exit(1) from None
+            raise
         except KeyboardInterrupt:  # before the first step: a new run had nothing to save and was removed
             err.print("interrupted (nothing was checkpointed yet, so no run was kept)")
             raise typer.Exit(130) from None

@@ -95,6 +95,11 @@ def eval_(
     protocol: str = typer.Option(None, help=_protocol_help()),
     checkpoint: str = typer.Option("best", help="best, last, or a checkpoint path."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    fold_bn: bool = typer.Option(None, "--fold-bn/--no-fold-bn", show_default=False,
+                                 help="Fold batch norm into the convolution before it: faster, the checkpoint "
+                                 "untouched, the same predictions in float32 (up to float rounding). Default: "
+                                 "fold when the model runs in float32, not under bf16/fp16 autocast (train.amp), "
+                                 "where a near tie could read differently."),
     fmt: str = format_option(),
 ):
     """Score a trained run on its validation sets (test sets when it has them), or on the datasets given.
@@ -115,7 +120,7 @@ def eval_(
     specs = [parse_data_spec(d, opt) for d in data]
     try:
         res = evaluate_run(run, expand_home(checkpoint), data=specs or None, protocol=protocol,
-                           overrides=tuple(set_), progress=make_progress(err, 1))
+                           overrides=tuple(set_), progress=make_progress(err, 1), fold_bn=fold_bn)
     except OutputError as e:  # computed but not saved: show the numbers, then the error (exit 2)
         _print_eval(e.result, fmt)
         raise

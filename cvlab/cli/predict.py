@@ -40,6 +40,11 @@ def predict(
                                   "(`-`: CSV on stdout, JSON with `--format json`)."),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    fold_bn: bool = typer.Option(None, "--fold-bn/--no-fold-bn", show_default=False,
+                                 help="Fold batch norm into the convolution before it: faster, the checkpoint "
+                                 "untouched, the same predictions in float32 (up to float rounding). Default: "
+                                 "fold when the model runs in float32, not under bf16/fp16 autocast (train.amp), "
+                                 "where a near tie could read differently."),
     fmt: str = format_option(),
 ):
     """Read text from images with a trained run, using the run's own preprocessing (data.image)."""
@@ -53,7 +58,7 @@ def predict(
         check_writable_file(out_file, "--out")
     fmt = output_format(fmt)
     rows = predict_fn(run, images, checkpoint=expand_home(checkpoint), batch_size=batch_size,
-                      overrides=tuple(set_))
+                      overrides=tuple(set_), fold_bn=fold_bn)
     bad = [r for r in rows if "error" in r]
     if len(bad) == len(rows):  # nothing read: the inputs are bad, and no empty output says otherwise
         shown = "; ".join(f"{r['id']} ({r['error']})" for r in bad[:3])

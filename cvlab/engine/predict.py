@@ -85,30 +85,25 @@ def collect(inputs: list[str]) -> list[Source]:
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, batch_size: int = 64,
-            overrides: tuple[str, ...] = ()) -> list[dict]:
-    """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images)."""
+            overrides: tuple[str, ...] = (), fold_bn: bool | None = None) -> list[dict]:
+    """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images).
+    `fold_bn`: batch norm folded into the convolutions first (None: when the model runs in float32, where the
+    predictions stay the same; runs.load.inference_model; the checkpoint is untouched). With `data.workers` > 0
+    the next batch is read (decoded, resized) in a thread while the model reads this one."""
     from .eval.decode import build_decoder
-    from .runs.load import load_run
+    from .runs.load import inference_model, load_run
 
     loaded = load_run(run_or_ckpt, checkpoint, overrides)
-    cfg, model = loaded.cfg, loaded.model
+    cfg = loaded.cfg
+    model, _ = inference_model(loaded, fold_bn=fold_bn)
     decoder = build_decoder(cfg, loaded.tokenizer)  # eval.decoder: beam reads with beam search (and eval.lm)
     sources = collect(inputs)
     rows: list[dict] = []
-    for start in range(0, len(sources), batch_size):
-        batch, images = [], []
-        for src in sources[start:start + batch_size]:
-            row = {"id": src.id, "text": "", "confidence": None, **({"label": src.label} if src.label else {})}
-            rows.append(row)
-            try:
-                with src.open() as im:
-                    im.load()
-                    images.append(to_tensor(im, cfg.data.image))
-                batch.append(row)
-            except LOAD_ERRORS as e:
-                row["error"] = f"{e.__class__.__name__}: {e}"
+    chunks = [sources[start:start + batch_size] for start in range(0, len(sources), batch_size)]
+    for batch_rows, batch, images in read_batches(chunks, cfg.data.image, overlap=cfg.data.workers > 0):
+        rows += batch_rows
         if not images:
             continue
         x = torch.stack(images).to(loaded.device)  # (B, C, H, W), the run's own geometry
@@ -120,6 +115,39 @@ def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, ba
         for row, i, c in zip(batch, ids, confs, strict=True):
             row["text"], row["confidence"] = loaded.tokenizer.decode(i), float(c)
     return rows
+
+
+def _read(chunk: list[Source], image) -> tuple[list[dict], list[dict], list[torch.Tensor]]:
+    """One batch of sources read: every row, the rows of the readable images, their tensors (C, H, W)."""
+    rows, batch, images = [], [], []
+    for src in chunk:
+        row = {"id": src.id, "text": "", "confidence": None, **({"label": src.label} if src.label else {})}
+        rows.append(row)
+        try:
+            with src.open() as im:
+                im.load()
+                images.append(to_tensor(im, image))
+            batch.append(row)
+        except LOAD_ERRORS as e:
+            row["error"] = f"{e.__class__.__name__}: {e}"
+    return rows, batch, images
+
+
+def read_batches(chunks: list[list[Source]], image, *, overlap: bool = False) -> Iterator[tuple]:
+    """`_read` of each chunk in order; with `overlap`, chunk k + 1 is read in a thread while the caller works on
+    chunk k (PIL decodes and resizes without the GIL), one chunk ahead at most."""
+    if not overlap or len(chunks) < 2:
+        yield from (_read(c, image) for c in chunks)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="cvlab-read") as pool:
+        pending = pool.submit(_read, chunks[0], image)
+        for k in range(len(chunks)):
+            current = pending.result()
+            if k + 1 < len(chunks):
+                pending = pool.submit(_read, chunks[k + 1], image)
+            yield current
 
 
 def output_kind(path: Path) -> str:

@@ -42,17 +42,13 @@ class CTCHead(nn.Module):
 
     def _greedy(self, logits):
         """Best class per step, merge repeats, drop blanks. Confidence = product of the kept steps' max
-        probabilities (1.0 for an empty prediction)."""
+        probabilities (1.0 for an empty prediction). The whole batch at once: one transfer to Python."""
         probs = logits.float().softmax(-1)
         best_p, best = probs.max(-1)  # (B, T)
         keep = best != self.blank
         keep[:, 1:] &= best[:, 1:] != best[:, :-1]
-        ids, confs = [], []
-        for b in range(best.shape[0]):
-            k = keep[b]
-            ids.append(best[b][k].tolist())
-            confs.append(float(best_p[b][k].prod()) if k.any() else 1.0)
-        return ids, confs
+        confs = torch.where(keep, best_p, torch.ones_like(best_p)).prod(-1)  # a dropped step counts 1
+        return _split(best[keep].tolist(), keep.sum(-1).tolist()), confs.tolist()
 
 
 class AttentionHead(nn.Module):
@@ -114,13 +110,23 @@ class AttentionHead(nn.Module):
         """Greedy: ids up to the first [EOS]; confidence = product of the max probabilities up to and including
         it (all steps when no [EOS] came)."""
         best_p, best = logits.float().softmax(-1).max(-1)  # (B, steps)
-        ids, confs = [], []
-        for b in range(best.shape[0]):
-            seq = best[b].tolist()
-            end = seq.index(self.eos) if self.eos in seq else len(seq)
-            ids.append([i for i in seq[:end] if i > self.eos])
-            confs.append(float(best_p[b][: end + 1].prod()))
-        return ids, confs
+        steps = torch.arange(best.shape[1], device=best.device)
+        is_eos = best == self.eos
+        # the first [EOS]'s step, or `steps` when none came
+        end = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), best.shape[1])  # (B,)
+        upto = steps <= end[:, None]  # (B, steps): up to and including the first [EOS]
+        keep = (steps < end[:, None]) & (best > self.eos)
+        confs = torch.where(upto, best_p, torch.ones_like(best_p)).prod(-1)
+        return _split(best[keep].tolist(), keep.sum(-1).tolist()), confs.tolist()
+
+
+def _split(flat: list[int], lengths: list[int]) -> list[list[int]]:
+    """A batch's ids, kept steps of every row one after the other, back into one list per row."""
+    out, start = [], 0
+    for n in lengths:
+        out.append(flat[start:start + n])
+        start += n
+    return out
 
 
 HEADS = {"ctc": CTCHead, "attention": AttentionHead}

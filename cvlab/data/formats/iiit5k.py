@@ -15,7 +15,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from ...errors import CvlabError
 from .base import ListDataset, need_dir, need_file, under
@@ -44,6 +43,8 @@ def _one(x) -> str:
 def _loadmat(mat: Path) -> dict:
     """scipy.io.loadmat in a forked child: scipy's compiled reader can crash (SIGSEGV) on a damaged file, which
     no exception handler catches; the child's crash becomes a CvlabError naming the file. (No fork: in-process.)"""
+    import scipy.io  # here, not at the top: every command that lists the dataset types would pay for it
+
     if not hasattr(os, "fork"):
         return _read(mat)
     r, w = os.pipe()
@@ -75,6 +76,8 @@ def _loadmat(mat: Path) -> dict:
 
 
 def _read(mat: Path) -> dict:
+    import scipy.io
+
     try:
         return scipy.io.loadmat(str(mat))
     except Exception as e:  # scipy raises assorted errors for non-.mat input

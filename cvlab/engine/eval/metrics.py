@@ -71,10 +71,15 @@ class MetricAccumulator:
                lexicons: list[dict | None] | None = None, answers: list[dict] | None = None) -> None:
         """`lexicons[i]`, when given, maps lexicon names to sample i's word list; `answers[i]`, when given, to
         the word a lexicon-constrained decoder read (else the word nearest the prediction is the answer)."""
-        for i, (pred, label) in enumerate(zip(preds, labels, strict=True)):
+        pairs = [(*self._p.label(label), self._p.pred(pred)) for pred, label in zip(preds, labels, strict=True)]
+        scored = [(p, g) for g, _, p in pairs if g is not None]
+        # the batch's edit distances in one call each (characters; whitespace-separated words), not one per sample
+        eds = iter(process.cpdist([p for p, _ in scored], [g for _, g in scored], scorer=Levenshtein.distance)
+                   .tolist() if scored else [])
+        word_eds = iter(process.cpdist([p.split() for p, _ in scored], [g.split() for _, g in scored],
+                                       scorer=Levenshtein.distance).tolist() if scored else [])
+        for i, ((g, why, p), pred, label) in enumerate(zip(pairs, preds, labels, strict=True)):
             conf = float(confidences[i]) if confidences is not None else None
-            g, why = self._p.label(label)
-            p = self._p.pred(pred)
             if g is None:
                 self.filtered[why] += 1
                 if self.keep_rows:
@@ -84,14 +89,13 @@ class MetricAccumulator:
             self.empty_labels += g == ""  # scored under cvlab's protocols (only an empty prediction matches)
             ok = p == g
             self.correct += ok
-            ed = Levenshtein.distance(p, g)
+            ed = next(eds)
             ned = 1.0 - ed / max(len(p), len(g)) if (p and g) else self._p.empty_ned(p, g)
             self.ned_sum += ned
             self.char_errors += ed
             self.chars += len(g)
-            pw, gw = p.split(), g.split()
-            self.word_errors += Levenshtein.distance(pw, gw)
-            self.words += len(gw)
+            self.word_errors += next(word_eds)
+            self.words += len(g.split())
             if conf is not None:
                 self.conf_sum += conf
             lex_answers = {}

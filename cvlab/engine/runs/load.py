@@ -56,3 +56,24 @@ def load_run(run_or_ckpt, checkpoint: str | None = None, overrides: tuple[str, .
     load_model_state(model, state["model"], ckpt_path)  # a checkpoint of another model: exit 2 naming tensors
     model.eval()
     return Loaded(run, ckpt_path, int(state.get("step", 0)), cfg, tokenizer, model, device)
+
+
+def inference_model(loaded: Loaded, *, fold_bn: bool | None = None) -> tuple[torch.nn.Module, int]:
+    """The model as eval and predict run it, and how many batch norms were folded: with `fold_bn`, a copy with
+    every conv -> batch-norm pair folded into one conv (`loaded.model`, and so the checkpoint, untouched). In
+    float32 that is exact up to float rounding (the same predictions); under bf16/fp16 autocast the rounding
+    moves to other places and a near tie can read differently, so `fold_bn=None` (the default) folds only when
+    the model runs in float32 (`train.amp` resolved to none). In channels_last where `train.channels_last` is
+    set, as training ran it (the inputs alone in channels_last would make every conv reorder its weights)."""
+    from ...models.fold import fold_batch_norms, foldable_pairs
+    from ..device import resolve_amp
+
+    model, folded = loaded.model, 0
+    if fold_bn is None:
+        fold_bn = resolve_amp(loaded.device, loaded.cfg.train.amp)[0] == "none"
+    if fold_bn:
+        folded = len(foldable_pairs(model))
+        model = fold_batch_norms(model)
+    if loaded.cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # a folded copy, or the loaded model (not kept)
+    return model, folded
