@@ -79,6 +79,15 @@ def format_option():
     return typer.Option(None, "--format", metavar="table|tsv|json", help=FORMAT_HELP, show_default=False)
 
 
+def fold_bn_option():
+    """`--fold-bn/--no-fold-bn` of eval and predict (engine.runs.load.inference_model decides the default)."""
+    return typer.Option(None, "--fold-bn/--no-fold-bn", show_default=False,
+                        help="Fold batch norm into the convolution before it: faster, the checkpoint untouched, the "
+                        "same predictions in float32 (up to float rounding). Default: fold when the model runs in "
+                        "float32, not under bf16/fp16 autocast (train.amp), where a near tie could read "
+                        "differently.")
+
+
 def stdout_is_terminal() -> bool:
     try:
         return sys.stdout.isatty()

@@ -13,6 +13,7 @@ from .common import (
     app,
     err,
     expand_home,
+    fold_bn_option,
     format_option,
     guarded,
     notes_console,
@@ -95,11 +96,7 @@ def eval_(
     protocol: str = typer.Option(None, help=_protocol_help()),
     checkpoint: str = typer.Option("best", help="best, last, or a checkpoint path."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    fold_bn: bool = typer.Option(None, "--fold-bn/--no-fold-bn", show_default=False,
-                                 help="Fold batch norm into the convolution before it: faster, the checkpoint "
-                                 "untouched, the same predictions in float32 (up to float rounding). Default: "
-                                 "fold when the model runs in float32, not under bf16/fp16 autocast (train.amp), "
-                                 "where a near tie could read differently."),
+    fold_bn: bool = fold_bn_option(),
     fmt: str = format_option(),
 ):
     """Score a trained run on its validation sets (test sets when it has them), or on the datasets given.

@@ -13,6 +13,7 @@ from .common import (
     app,
     err,
     expand_home,
+    fold_bn_option,
     format_option,
     guarded,
     is_stdout,
@@ -40,11 +41,7 @@ def predict(
                                   "(`-`: CSV on stdout, JSON with `--format json`)."),
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    fold_bn: bool = typer.Option(None, "--fold-bn/--no-fold-bn", show_default=False,
-                                 help="Fold batch norm into the convolution before it: faster, the checkpoint "
-                                 "untouched, the same predictions in float32 (up to float rounding). Default: "
-                                 "fold when the model runs in float32, not under bf16/fp16 autocast (train.amp), "
-                                 "where a near tie could read differently."),
+    fold_bn: bool = fold_bn_option(),
     fmt: str = format_option(),
 ):
     """Read text from images with a trained run, using the run's own preprocessing (data.image)."""
