@@ -20,10 +20,11 @@ code), and one run per model with untrained weights (speed does not depend on th
 
 Modes, side by side (join several with `+`, e.g. `no-fold+workers=1`):
   default        what `cvlab eval` does: torch.inference_mode, batch norm folded when the model runs in float32
-                 (not under bf16/fp16 autocast), the run's own channels_last and data.workers
+                 (not under bf16/fp16 autocast), channels_last on the CPU in float32 (or where the run trained
+                 so), the run's own data.workers
   no-fold        `--no-fold-bn`: the model layer for layer as trained; fold: `--fold-bn`, folded even under autocast
   no-grad        torch.no_grad instead of inference_mode (in-process only: the CLI has no switch for it)
-  channels-last  `--set train.channels_last=true`; contiguous: `--set train.channels_last=false`
+  channels-last  `--channels-last`; contiguous: `--no-channels-last` (the default: channels_last on the CPU in fp32)
   workers=N      `--set data.workers=N`: eval loader worker processes, predict reads ahead in a thread
 Every mode's predictions are compared with the default's: how many differ, and the largest logit difference.
 
@@ -196,7 +197,8 @@ def write_run(work: Path, name: str) -> Path:
 
 def parse_mode(text: str) -> dict:
     """`no-fold+workers=1` -> {fold, inference, overrides (--set), flags (CLI)}."""
-    mode = {"name": text, "fold": None, "inference": True, "overrides": [], "flags": [], "cli": True}
+    mode = {"name": text, "fold": None, "channels_last": None, "inference": True, "overrides": [], "flags": [],
+            "cli": True}
     for part in filter(None, text.split("+")):
         if part == "default":
             continue
@@ -206,7 +208,8 @@ def parse_mode(text: str) -> dict:
         elif part == "no-grad":
             mode["inference"], mode["cli"] = False, False
         elif part in ("channels-last", "contiguous"):
-            mode["overrides"].append(f"train.channels_last={str(part == 'channels-last').lower()}")
+            mode["channels_last"] = part == "channels-last"
+            mode["flags"].append("--channels-last" if part == "channels-last" else "--no-channels-last")
         elif part.startswith("workers="):
             mode["overrides"].append(f"data.workers={int(part.split('=', 1)[1])}")
         else:
@@ -227,7 +230,7 @@ def stages(run: Path, lmdb: Path, mode: dict, *, args, work: Path) -> tuple[dict
     """{stage: seconds}, the predictions and the logits of one model in one mode."""
     loaded = load_run(run, overrides=tuple(mode["overrides"]))
     cfg, tok, device = loaded.cfg, loaded.tokenizer, loaded.device
-    model, folded = inference_model(loaded, fold_bn=mode["fold"])
+    model, folded, channels_last = inference_model(loaded, fold_bn=mode["fold"], channels_last=mode["channels_last"])
     (ds,) = named_datasets([parse_data_spec(f"lmdb:{lmdb}")], resolve_charset(cfg.data.charset), cfg.data).values()
     out: dict[str, float] = {"folded": folded}
     next(iter(eval_loader(ds, args.batch_size, workers=0)))  # warm-up, untimed: the decoders' first use
@@ -246,7 +249,7 @@ def stages(run: Path, lmdb: Path, mode: dict, *, args, work: Path) -> tuple[dict
 
     def forward(images):
         images = images.to(device, non_blocking=True)
-        if cfg.train.channels_last:
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.train.amp):
             return model(images)
@@ -287,7 +290,7 @@ def stages(run: Path, lmdb: Path, mode: dict, *, args, work: Path) -> tuple[dict
     t0 = time.perf_counter()
     with grad_mode(mode):
         evaluate(model, loader, tokenizer=tok, protocol=cfg.eval.protocol, device=device, amp=cfg.train.amp,
-                 channels_last=cfg.train.channels_last, rows=rows)
+                 channels_last=channels_last, rows=rows)
     out["eval loop (evaluate)"] = time.perf_counter() - t0
     return out, [p for b in preds for p in b], torch.cat([lg.float().cpu() for lg in logits])
 

@@ -113,11 +113,13 @@ def test_eval_folds_by_default_in_float32_only(trained):
     from cvlab.engine.runs.load import inference_model, load_run
 
     loaded = load_run(trained)
-    model, folded = inference_model(loaded)
+    model, folded, channels_last = inference_model(loaded)
     assert folded == 6 and model is not loaded.model and not foldable_pairs(model)
+    assert channels_last and model.backbone.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     loaded = load_run(trained, overrides=("train.amp=bf16",))  # the rounding moves: predictions could change
-    assert inference_model(loaded) == (loaded.model, 0)
-    assert inference_model(loaded, fold_bn=True)[1] == 6
+    assert inference_model(loaded) == (loaded.model, 0, False)
+    assert inference_model(loaded, fold_bn=True).folded == 6
+    assert inference_model(loaded, channels_last=True).channels_last
 
 
 def test_eval_and_predict_read_the_same_words_folded_and_unfolded(trained, tmp_path):
@@ -150,3 +152,19 @@ def test_eval_and_predict_read_the_same_words_folded_and_unfolded(trained, tmp_p
     pb = predict(trained, [str(folder)], fold_bn=False)
     assert [r["text"] for r in pa] == [r["text"] for r in pb]
     assert all(abs(x["confidence"] - y["confidence"]) < 1e-4 for x, y in zip(pa, pb, strict=True))
+
+
+def test_eval_reads_the_same_words_in_channels_last_and_contiguous(trained):
+    """channels_last (the CPU float32 default for evaluation) changes the order of sums only."""
+    from cvlab.engine.eval.evaluate import evaluate_run
+
+    specs = [parse_data_spec("synth", ["size=64", "seed=6", "max_len=5", "style=plain"])]
+    runs = {cl: evaluate_run(trained, data=specs, channels_last=cl) for cl in (True, False)}
+    assert runs[True]["inference"]["channels_last"] is True and runs[False]["inference"]["channels_last"] is False
+
+    def predictions(res):
+        (name,) = res["datasets"]
+        with open(f"{res['dir']}/{res['datasets'][name]['predictions']}", newline="") as f:
+            return [(r["prediction"], round(float(r["confidence"]), 4)) for r in csv.DictReader(f)]
+
+    assert predictions(runs[True]) == predictions(runs[False]) and len(predictions(runs[True])) == 64

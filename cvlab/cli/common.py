@@ -79,6 +79,14 @@ def format_option():
     return typer.Option(None, "--format", metavar="table|tsv|json", help=FORMAT_HELP, show_default=False)
 
 
+def channels_last_option():
+    """`--channels-last/--no-channels-last` of eval and predict (engine.runs.load.inference_model's default)."""
+    return typer.Option(None, "--channels-last/--no-channels-last", show_default=False,
+                        help="The model's weights and inputs in channels_last: faster on CPUs, the same predictions "
+                        "in float32 (up to float rounding). Default: on the CPU in float32, and wherever "
+                        "train.channels_last trained the model so.")
+
+
 def fold_bn_option():
     """`--fold-bn/--no-fold-bn` of eval and predict (engine.runs.load.inference_model decides the default)."""
     return typer.Option(None, "--fold-bn/--no-fold-bn", show_default=False,

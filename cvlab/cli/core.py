@@ -11,6 +11,7 @@ from .common import (
     SET_HELP,
     _tensorboard_cmd,
     app,
+    channels_last_option,
     err,
     expand_home,
     fold_bn_option,
@@ -97,6 +98,7 @@ def eval_(
     checkpoint: str = typer.Option("best", help="best, last, or a checkpoint path."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     fold_bn: bool = fold_bn_option(),
+    channels_last: bool = channels_last_option(),
     fmt: str = format_option(),
 ):
     """Score a trained run on its validation sets (test sets when it has them), or on the datasets given.
@@ -117,7 +119,8 @@ def eval_(
     specs = [parse_data_spec(d, opt) for d in data]
     try:
         res = evaluate_run(run, expand_home(checkpoint), data=specs or None, protocol=protocol,
-                           overrides=tuple(set_), progress=make_progress(err, 1), fold_bn=fold_bn)
+                           overrides=tuple(set_), progress=make_progress(err, 1), fold_bn=fold_bn,
+                           channels_last=channels_last)
     except OutputError as e:  # computed but not saved: show the numbers, then the error (exit 2)
         _print_eval(e.result, fmt)
         raise

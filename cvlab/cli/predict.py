@@ -11,6 +11,7 @@ from .common import (
     SET_HELP,
     Rows,
     app,
+    channels_last_option,
     err,
     expand_home,
     fold_bn_option,
@@ -42,6 +43,7 @@ def predict(
     batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     fold_bn: bool = fold_bn_option(),
+    channels_last: bool = channels_last_option(),
     fmt: str = format_option(),
 ):
     """Read text from images with a trained run, using the run's own preprocessing (data.image)."""
@@ -55,7 +57,7 @@ def predict(
         check_writable_file(out_file, "--out")
     fmt = output_format(fmt)
     rows = predict_fn(run, images, checkpoint=expand_home(checkpoint), batch_size=batch_size,
-                      overrides=tuple(set_), fold_bn=fold_bn)
+                      overrides=tuple(set_), fold_bn=fold_bn, channels_last=channels_last)
     bad = [r for r in rows if "error" in r]
     if len(bad) == len(rows):  # nothing read: the inputs are bad, and no empty output says otherwise
         shown = "; ".join(f"{r['id']} ({r['error']})" for r in bad[:3])

@@ -87,17 +87,18 @@ def collect(inputs: list[str]) -> list[Source]:
 
 @torch.inference_mode()
 def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, batch_size: int = 64,
-            overrides: tuple[str, ...] = (), fold_bn: bool | None = None) -> list[dict]:
+            overrides: tuple[str, ...] = (), fold_bn: bool | None = None, channels_last: bool | None = None
+            ) -> list[dict]:
     """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images).
-    `fold_bn`: batch norm folded into the convolutions first (None: when the model runs in float32, where the
-    predictions stay the same; runs.load.inference_model; the checkpoint is untouched). With `data.workers` > 0
+    `fold_bn`, `channels_last`: as in evaluate_run (runs.load.inference_model; None: where the model runs in
+    float32, channels_last on the CPU; the checkpoint is untouched). With `data.workers` > 0
     the next batch is read (decoded, resized) in a thread while the model reads this one."""
     from .eval.decode import build_decoder
     from .runs.load import inference_model, load_run
 
     loaded = load_run(run_or_ckpt, checkpoint, overrides)
     cfg = loaded.cfg
-    model, _ = inference_model(loaded, fold_bn=fold_bn)
+    model, _, channels_last = inference_model(loaded, fold_bn=fold_bn, channels_last=channels_last)
     decoder = build_decoder(cfg, loaded.tokenizer)  # eval.decoder: beam reads with beam search (and eval.lm)
     sources = collect(inputs)
     rows: list[dict] = []
@@ -107,7 +108,7 @@ def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, ba
         if not images:
             continue
         x = torch.stack(images).to(loaded.device)  # (B, C, H, W), the run's own geometry
-        if cfg.train.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(loaded.device, cfg.train.amp):
             logits = model(x)

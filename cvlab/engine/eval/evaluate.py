@@ -84,13 +84,14 @@ def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, 
 
 
 def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = None, protocol: str | None = None,
-                 overrides: tuple[str, ...] = (), progress=None, fold_bn: bool | None = None) -> dict:
+                 overrides: tuple[str, ...] = (), progress=None, fold_bn: bool | None = None,
+                 channels_last: bool | None = None) -> dict:
     """Score a trained run: `best.pt` (or `checkpoint`: a name in checkpoints/ or a path) on the run's val
     datasets, or on `data` (dataset specs). Every evaluation is kept in its own folder under the run's `eval/`
     (eval.json, `<dataset>.predictions.csv`); returns eval.json's content, with `dir` naming the folder.
-    `fold_bn`: batch norm folded into the convolutions first (None: when the model runs in float32, where the
-    predictions stay the same; runs.load.inference_model; the checkpoint is untouched); eval.json's `inference`
-    says how many were. The model runs under torch.inference_mode (training's own evaluation keeps `evaluate`'s
+    `fold_bn`: batch norm folded into the convolutions first, `channels_last`: the model in channels_last (None:
+    each where the model runs in float32, where the predictions stay the same, channels_last on the CPU;
+    runs.load.inference_model; the checkpoint is untouched); eval.json's `inference` says what was used. The model runs under torch.inference_mode (training's own evaluation keeps `evaluate`'s
     no_grad: a tensor a model caches there, such as TPS's sampling grid, must stay usable by the training steps
     that follow)."""
     from ...data.charset import resolve_charset
@@ -104,7 +105,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
 
     loaded = load_run(run_dir, checkpoint, overrides)
     cfg, run = loaded.cfg, loaded.run
-    model, folded = inference_model(loaded, fold_bn=fold_bn)
+    model, folded, channels_last = inference_model(loaded, fold_bn=fold_bn, channels_last=channels_last)
     if protocol:
         cfg.eval.protocol = protocol
     check_charset(cfg.eval.protocol, loaded.tokenizer.charset, "--protocol" if protocol else "eval.protocol")
@@ -124,7 +125,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
         with torch.inference_mode():
             results[name], _ = evaluate(model, eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers),
                                         tokenizer=loaded.tokenizer, protocol=cfg.eval.protocol, device=loaded.device,
-                                        amp=cfg.train.amp, channels_last=cfg.train.channels_last, rows=rows,
+                                        amp=cfg.train.amp, channels_last=channels_last, rows=rows,
                                         lexicon=lexicon, decoder=decoder)
         results[name]["errors"] = error_summary(rows)
         all_rows[name] = rows
@@ -135,7 +136,7 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
            "protocol": cfg.eval.protocol, "lexicon": lexicon_id,
            "decoder": {**decoding, **({"lexicon_fallbacks": decoder.fallbacks} if decoder else {})},
            "data": sources, "overrides": list(overrides),
-           "inference": {"folded_batch_norms": folded, "channels_last": cfg.train.channels_last,
+           "inference": {"folded_batch_norms": folded, "channels_last": channels_last,
                          "workers": cfg.data.workers},
            "datasets": results,
            "combined": combine(results)}
