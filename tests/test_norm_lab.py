@@ -2,22 +2,20 @@
 source, the compare-norms protocols, and the mechanism probes (ρ, effective sample size, batch dependence)."""
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_experiment
+from conftest import tiny_experiment, torchrun_train
 
 from cvlab.compare.grid import make_variants
-from cvlab.compare.probes import batch_dependence, between_image_share, effective_values
+from cvlab.compare.mechanism import batch_dependence, between_image_share, effective_values
 from cvlab.config import load_config
 from cvlab.config.data import ImageCfg, SynthSpec
-from cvlab.data.loaders import StepSampler, batch_groups, datasets_for, train_loader
+from cvlab.data.loaders import datasets_for, train_loader
+from cvlab.data.sampling import StepSampler, batch_groups
 from cvlab.data.synth import SynthWords
 from cvlab.data.tokenizer import tokenizer_for
 from cvlab.engine.runs.checkpoint import load_checkpoint
@@ -72,12 +70,7 @@ def _bn_exp(batch_size: int, ghost: int | None = None) -> dict:
 def test_a_ghost_batch_trains_what_processes_of_that_batch_train_without_sync_bn(tmp_path):
     """One process at batch 4 with ghost_batch 2 against a real torchrun of 2 gloo processes at batch 2 each:
     the same gradients (DDP averages the per-process losses) and rank 0's running statistics."""
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(_bn_exp(2)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "cvlab", "train", str(tmp_path / "two.yaml"), "--runs-dir", str(tmp_path / "two")],
-                          env={**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    proc = torchrun_train(_bn_exp(2), tmp_path, runs="two")
     assert proc.returncode == 0, proc.stderr
     one, _ = start_run(load_config(_write(tmp_path / "one.yaml", _bn_exp(4, ghost=2))), tmp_path / "one")
     (two,) = (tmp_path / "two" / "tiny").iterdir()

@@ -7,6 +7,7 @@ it runs in the launcher's process, or back in the returned record (`messages`) w
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ from ..engine.train.preflight import adjustment_messages
 from ..engine.train.session import prepare
 from ..errors import CvlabError
 from ..models import build_model
-from .probes import Probe, _peak_mem_mb, bn_layer_stats, mechanism, train_eval_gap
+from .mechanism import measure
+from .probes import Probe
 
 
 def adjustments(cfg: Experiment) -> list[str]:
@@ -100,8 +102,7 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
         probe = Probe(cfg.log.every, smooth_every, cfg.train.grad_clip, session.optimizer)
         # the engine writes the run (config.yaml, env.json, lock), as for any other run
         train(cfg, run_dir, relay, resume=resume, probe=probe, session=session)
-        rec = {"status": "done", "reason": "", **train_eval_gap(cfg, run_dir), **mechanism(cfg, run_dir),
-               "bn_layers": bn_layer_stats(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type),
+        rec = {"status": "done", "reason": "", **measure(cfg, run_dir), "peak_mem_mb": _peak_mem_mb(device.type),
                "adjustments": adjustments(cfg)}
     except Diverged as e:
         rec = {"status": "diverged", "reason": str(e)}
@@ -112,3 +113,9 @@ def run_variant(cfg_json: dict, run_dir: str, smooth_every: int, progress: Progr
         rec = failed(e)
     write_json(rec, run_dir / "variant.json")
     return {**rec, "messages": relay.kept} if relay.kept else rec
+
+
+def _peak_mem_mb(device_type: str) -> float:
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
