@@ -5,14 +5,13 @@ One real `torchrun --nproc-per-node 2 -m cvlab train` run (3 steps) is shared by
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import tiny_experiment
+from conftest import tiny_experiment, torchrun_train
 
 from cvlab.config import load_config
 from cvlab.engine.distributed import DistContext
@@ -111,12 +110,7 @@ def test_python_m_cvlab_is_the_cli(monkeypatch, capsys):
 
 def test_real_torchrun_launch(tmp_path):
     """The real launcher, two gloo processes on the CPU (~20 s; the suite's other workers overlap it)."""
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(_exp(4)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "cvlab", "train", str(tmp_path / "two.yaml"), "--runs-dir", str(tmp_path / "runs")],
-                          env={**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    proc = torchrun_train(_exp(4), tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (proc.stdout + proc.stderr).count("step 3: val word_acc") == 1
 
@@ -291,7 +285,7 @@ def test_a_rank_that_never_comes_is_a_clear_error_not_a_hang():
 
 
 def test_ranks_read_one_sample_stream_and_a_resume_continues_it_at_any_global_batch():
-    from cvlab.data.loaders import StepSampler
+    from cvlab.data.sampling import StepSampler
 
     one = StepSampler(n=10, batch_size=6, seed=3, steps=4)  # crosses epochs: 24 samples of a 10-sample set
     ranks = [StepSampler(n=10, batch_size=3, seed=3, steps=4, rank=r, world=2) for r in range(2)]

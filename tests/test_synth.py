@@ -6,7 +6,8 @@ from torch.utils.data import DataLoader
 from cvlab.config import ImageCfg, SynthSpec
 from cvlab.config.synth import STAGES
 from cvlab.data.charset import resolve_charset
-from cvlab.data.loaders import StepSampler, collate
+from cvlab.data.loaders import collate
+from cvlab.data.sampling import StepSampler
 from cvlab.data.synth import SynthWords, builtin_words, family_group, find_fonts, lexicon
 
 LOWER36 = set("0123456789abcdefghijklmnopqrstuvwxyz")

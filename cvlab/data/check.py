@@ -10,8 +10,9 @@ from torch.utils.data import Dataset
 
 from .charset import case_fold
 from .formats.base import LOAD_ERRORS, Broken
-from .loaders import report_of, unwrap
+from .loaders import report_of
 from .report import DataReport
+from .sampling import unwrap
 
 
 def _label_and_size(ds: Dataset, i: int) -> tuple[str, tuple[int, int] | None, str | None]:

@@ -17,8 +17,9 @@ from ..errors import CvlabError
 from ..imagegrid import to_pil
 from .formats.base import LOAD_ERRORS
 from .formats.lmdb import NUM_SAMPLES
-from .loaders import report_of, sample_id, unwrap
+from .loaders import report_of, sample_id
 from .report import DataReport
+from .sampling import unwrap
 
 _COMMIT_EVERY = 1000
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset, Subset
 
-from .loaders import report_of, sample_id, unwrap
+from .loaders import report_of, sample_id
+from .sampling import unwrap
 from .tokenizer import Tokenizer
 
 

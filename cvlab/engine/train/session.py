@@ -13,7 +13,8 @@ import torch
 
 from ...augment import build_pipeline
 from ...config import Experiment
-from ...data.loaders import batch_groups, datasets_for, report_lines
+from ...data.loaders import datasets_for, report_lines
+from ...data.sampling import batch_groups
 from ...data.tokenizer import tokenizer_for
 from ...errors import CvlabError
 from ...models import build_model
