@@ -53,3 +53,18 @@ def cli(capsys):
         return code, ANSI.sub("", cap.out), ANSI.sub("", cap.err)
 
     return invoke
+
+
+def torchrun_train(exp: dict, folder: Path, runs: str = "runs"):
+    """A real `torchrun --standalone --nproc-per-node 2 -m cvlab train` of `exp` (two gloo processes, one
+    thread each) under `folder`; returns the CompletedProcess (stdout, stderr captured)."""
+    import os
+    import subprocess
+    import sys
+
+    (folder / "two.yaml").write_text(yaml.safe_dump(exp), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "cvlab", "train", str(folder / "two.yaml"), "--runs-dir", str(folder / runs)],
+                          env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                               "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
