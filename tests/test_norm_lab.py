@@ -228,3 +228,21 @@ def test_the_quick_study_is_the_design_the_docs_describe():
     assert {n: c.data.group_by for n, c in at2.items() if n.startswith("batch")} == {
         "batch": "none", "batch/source:2": "source", "batch/word:2": "source", "batch@after_act": "none"}
     assert all(c.model.norm.ghost_batch == 2 for n, c in at2.items() if n.startswith("batch"))
+
+
+def test_the_values_behind_a_ghost_batch_statistic_are_its_groups(write_exp):
+    from cvlab.compare.probes import statistic_sizes
+
+    cfg = load_config(write_exp(tiny_experiment(model={"norm": {"name": "batch", "ghost_batch": 2}},
+                                                train={"batch_size": 8})))
+    images = torch.rand(8, 1, 32, 64)
+
+    def sizes(ghost):
+        model = build_model(cfg.model.model_copy(update={"norm": cfg.model.norm.model_copy(
+            update={"ghost_batch": ghost})}), tokenizer_for(cfg).num_classes, 1).model.train()
+        return statistic_sizes(model, lambda: model(images))
+
+    ghost, plain = sizes(2), sizes(None)
+    assert ghost and ghost.keys() == plain.keys()
+    for name in ghost:  # b = 2 images of the batch of 8 behind each statistic: a quarter of the values
+        assert ghost[name]["nhw"] == ghost[name]["own"] == plain[name]["nhw"] // 4

@@ -127,7 +127,7 @@ def statistic_sizes(model: torch.nn.Module, loss_fn) -> dict[str, dict]:
     """Per normalization slot (every module a norm factory made, identity included): N·H·W, the values BN pools
     into each statistic at this batch, and the slot's own count (`models.norms.values_per_statistic`; None for
     an identity). One forward of `loss_fn`, with RNG and buffers left as they were."""
-    from ..models.norms import values_per_statistic
+    from ..models.norms import GhostBatchNorm2d, values_per_statistic
 
     slots = {n: m for n, m in model.named_modules() if getattr(m, "norm_slot", False)}
     sizes: dict[str, dict] = {}
@@ -135,8 +135,9 @@ def statistic_sizes(model: torch.nn.Module, loss_fn) -> dict[str, dict]:
     for name, m in slots.items():
         def hook(mod, inputs, name=name):
             x = inputs[0]
-            if x.ndim == 4:  # (B, C, H, W)
-                sizes[name] = {"nhw": x.shape[0] * x.shape[2] * x.shape[3],
+            if x.ndim == 4:  # (B, C, H, W); a ghost batch norm's statistics see its groups of b, not B
+                n = min(x.shape[0], mod.ghost) if isinstance(mod, GhostBatchNorm2d) else x.shape[0]
+                sizes[name] = {"nhw": n * x.shape[2] * x.shape[3],
                                "own": values_per_statistic(mod, tuple(x.shape))}
         hooks.append(m.register_forward_pre_hook(hook))
     devices = _cuda_devices([p for p in model.parameters() if p.requires_grad])
