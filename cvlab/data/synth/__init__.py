@@ -30,7 +30,7 @@ from .words import TextSource, builtin_words, lexicon
 
 __all__ = ["SynthWords", "builtin_words", "lexicon", "find_fonts", "family_group"]
 
-PUNCTUATION = ".-:%"
+PUNCTUATION = ".-:%"  # drawn in mixed tokens and numbers (and left out of labels the charset cannot encode)
 _SOURCE_KEY = 0x5EED  # a shared source's generators: [seed, run, key, stage], never a sample's [seed, index]
 
 
@@ -47,7 +47,7 @@ class Streams(NamedTuple):
     border: np.random.Generator
     blend: np.random.Generator
     degrade: np.random.Generator
-    grain: np.random.Generator  # drawn in mixed tokens and numbers (and left out of labels the charset cannot encode)
+    grain: np.random.Generator
 
 
 def _shift(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
