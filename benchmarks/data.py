@@ -5,8 +5,10 @@ Builds its own temporary data: N rendered word images as PNGs, written once into
 --index-size entries, to time a large index) and once as files with a gt.txt.
 
 `--synth` times the synthetic renderer alone instead: images/s of one process for the MJSynth recipe and the
-plain style, the cost of each stage (that stage alone on, against every stage off), and the DataLoader rate at
-each worker count, to compare with the model's training rate (benchmarks/train_throughput.py).
+plain style, the cost of each stage (that stage alone on, against every stage off), the DataLoader rate at
+each worker count, to compare with the model's training rate (benchmarks/train_throughput.py), and with
+`device_stages: true` the CPU's cost per image and the device stages' cost per batch of 32 and 64 (CPU threads,
+and CUDA where there is one). benchmarks/synth_device.py compares the two modes' images.
 
     .venv/bin/python benchmarks/data.py [--images 20000] [--index-size 100000] [--read 6400] [--workers 0,2]
     .venv/bin/python benchmarks/data.py --synth [--read 2000] [--workers 0,1,2]
@@ -95,6 +97,41 @@ def synth_rates(read: int, workers: list[int]) -> None:
     ds = SynthWords(SynthSpec(size=10 * read), charset, image)
     for w in workers:
         print(f"mjsynth through a DataLoader, batch 64, workers={w}: {throughput(ds, read, w):.0f} img/s")
+    device_stages(read, charset, image, full)
+
+
+def device_stages(read: int, charset: str, image, cpu_rate: float) -> None:
+    """`device_stages: true`: the CPU's share per image (glyph layer + parameters), and the device stages' cost
+    per batch on the CPU (and on CUDA where there is one), against the CPU render of the whole recipe."""
+    from cvlab.data.synth.device import Pending
+
+    ds = SynthWords(SynthSpec(size=read + 20, device_stages=True), charset, image)
+    rng = np.random.default_rng(0)
+    for face in ds.faces:
+        for size in ds.sizes:
+            ds._font(face, size, rng)
+    t0 = time.perf_counter()
+    recipes = [ds.render(i, recipe=True)[0] for i in range(20, 20 + read)]
+    per = 1000 * (time.perf_counter() - t0) / read
+    print(f"device_stages: CPU work {per:.2f} ms/img (glyph layer, masks and parameters; the full recipe on the "
+          f"CPU: {1000 / cpu_rate:.2f} ms/img)")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        for bs in (32, 64):
+            batch = Pending.collate(recipes[:bs])
+            batch.finish(dev)  # warm-up (CUDA context, the noise table)
+            reps = max(3, min(20, read // bs))
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                batch.finish(dev)
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            ms = 1000 * (time.perf_counter() - t0) / reps
+            print(f"  device stages on {dev} ({torch.get_num_threads()} thread(s) on the CPU), batch {bs}: "
+                  f"{ms:.1f} ms per batch ({ms / bs:.2f} ms/img): add it to a training step's time on that device "
+                  f"(benchmarks/train_throughput.py) for its share")
 
 
 def main() -> None:

@@ -29,13 +29,13 @@ def to_pil(t: torch.Tensor) -> Image.Image:
 
 def image_grid(tiles: list[Image.Image], cols: int, *, captions: list[list[tuple[str, tuple]]] | None = None,
                row_labels: list[str] | None = None, height: int | None = 64, min_width: int = 0, gap: int = 2,
-               font_size: int = 12) -> Image.Image:
+               font_size: int = 12, font: ImageFont.FreeTypeFont | None = None) -> Image.Image:
     """`tiles` (of one size) in rows of `cols`, scaled by a whole factor towards `height` pixels (None: as they
     are; never shrunk), each above its caption lines ((text, RGB colour) pairs), each row after its label."""
     w, h = tiles[0].size
     scale = max(1, (height or h) // h)
     tw, th = w * scale, h * scale
-    font = ImageFont.load_default(size=font_size)
+    font = font or ImageFont.load_default(size=font_size)  # another face for captions it cannot draw (hanzi)
     line = font_size + 2
     lines = max((len(c) for c in captions), default=0) if captions else 0
     label_w = int(max(font.getlength(s) for s in row_labels)) + 12 if row_labels else 0

@@ -53,3 +53,21 @@ def test_attention_head_teacher_forcing_and_greedy_shapes():
     targets = torch.tensor([[0, 3, 4, 1], [0, 5, 1, 0]])
     assert head(x, targets).shape == (2, 3, 6)
     assert head(x).shape == (2, 8, 6)  # max_length + 1 steps: room for the [EOS]
+
+
+def test_ctc_blank_bias_survives_every_init_and_shifts_the_blank_probability():
+    from cvlab.config import ModelCfg
+    from cvlab.models import build_model
+
+    for init in ("he", "dtrb", "torch"):
+        cfg = ModelCfg.model_validate({"backbone": {"size": "tiny"}, "init": init, "head": {"blank_bias": 3.0}})
+        head = build_model(cfg, 37).model.head
+        assert head.fc.bias[CTCHead.blank].item() == 3.0
+    default = build_model(ModelCfg.model_validate({"backbone": {"size": "tiny"}}), 37).model
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 100)
+    biased = build_model(ModelCfg.model_validate({"backbone": {"size": "tiny"}, "head": {"blank_bias": 3.0}}), 37).model
+    biased.load_state_dict({k: v for k, v in default.state_dict().items() if k != "head.fc.bias"}, strict=False)
+    p_default = default.eval()(x).softmax(-1)[..., 0].mean()
+    p_biased = biased.eval()(x).softmax(-1)[..., 0].mean()
+    assert p_biased > p_default

@@ -101,6 +101,9 @@ class HeadCfg(Section):
     name: Literal["ctc", "attention"] = "ctc"
     max_length: int = Field(25, ge=1, description="attention: longest label it can produce (decoding steps - 1)")
     hidden: int | None = Field(None, ge=1, description="attention: decoder LSTM size (default: the sequence stage's)")
+    blank_bias: float | None = Field(
+        None, description="ctc: the blank class's initial logit bias (default: PyTorch's); > 0 starts the model at "
+        "CTC's all-blank solution, < 0 away from it")
 
     @model_validator(mode="before")
     @classmethod

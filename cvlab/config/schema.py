@@ -42,10 +42,21 @@ class TrainCfg(Section):
     checkpoint_every: int = Field(
         200, ge=1, description="write last.pt every N steps whatever eval_every says: a killed run loses at most "
         "this many steps (200 ≈ 2-5 minutes of a standard CRNN on a CPU)")
+    keep_checkpoints: list[int] = Field(
+        default_factory=list, description="steps whose full checkpoint is also kept, as checkpoints/step_<N>.pt "
+        "(written atomically when step N is reached, never overwritten): one run scored at several points "
+        "(benchmarks/transfer.py); steps past train.steps are never reached")
+
+    @field_validator("keep_checkpoints")
+    @classmethod
+    def _positive_sorted(cls, steps):
+        if any(s < 1 for s in steps):
+            raise ValueError(f"steps start at 1: {[s for s in steps if s < 1]}")
+        return sorted(set(steps))
 
 
 class EvalCfg(Section):
-    protocol: Literal["lower36", "alnum62", "printable94", "raw", "dtrb", "parseq"] = Field(
+    protocol: Literal["lower36", "alnum62", "printable94", "raw", "chinese", "dtrb", "parseq"] = Field(
         "lower36", description="label/prediction normalisation before scoring (README: evaluation protocols); "
         "dtrb and parseq reproduce those projects' test pipelines, filters included"
     )

@@ -98,6 +98,17 @@ class LightingCfg(Stage):
     strength: tuple[float, float] = Field((0.15, 0.5), description="depth of the uneven-lighting gradient")
 
 
+class CurriculumCfg(Section):
+    """From clean short words to the full recipe over the first `samples` training samples (Bengio et al. 2009's
+    curriculum, as used to shorten CTC's all-blank plateau). Sample i's place in the ramp is i / samples: with a
+    curriculum the training stream reads the synthetic set in index order (its samples are i.i.d. by
+    construction, so order costs nothing), and sample i stays a pure function of (seed, i)."""
+
+    samples: int = Field(0, ge=0, description="length of the ramp in training samples; 0 = no curriculum")
+    start: float = Field(0.0, ge=0, le=1, description="every stage's probability at sample 0, as a share of its own")
+    max_len: int = Field(4, ge=1, description="longest label at sample 0; the cap grows linearly to the spec's max_len")
+
+
 STAGES = ("curve", "border", "shadow", "distort", "background", "blur", "noise", "jpeg", "lowres", "lighting")
 
 
@@ -135,6 +146,11 @@ class SynthSpec(SpecBase):
         "kerning, colours, layout, stages and their parameters, as crops of one photograph; 1 = independent")
     same_word: bool = Field(False, description="with same_source > 1: the run's samples share their word as well "
                             "(only the noise grain differs)")
+    device_stages: bool = Field(
+        False, description="render only the glyph layer (text mask, label, per-sample stage parameters) on the CPU; "
+        "colours, border, shadow, textures, blending and degradations run batched on the training device "
+        "(docs/synthetic-data.md, Rendering on the training device)")
+    curriculum: CurriculumCfg = CurriculumCfg()
 
     @model_validator(mode="before")
     @classmethod
@@ -169,4 +185,7 @@ class SynthSpec(SpecBase):
             raise ValueError("words: at least one source needs a share above 0")
         if sum(self.case.model_dump().values()) <= 0:
             raise ValueError("case: at least one style needs a share above 0")
+        if self.curriculum.samples and self.same_source > 1:
+            raise ValueError("curriculum: not with same_source (a curriculum reads the set in index order; shared "
+                             "sources are grouped by the sampler)")
         return self

@@ -34,12 +34,13 @@ def encode_sample(ds: Dataset, i: int) -> tuple[bytes, str]:
     """Sample i of `ds` as the LMDB stores it: (encoded image, label). A dataset read from disk gives its original
     bytes (a PNG for crops), decoded first so that undecodable bytes are never written (raises LOAD_ERRORS);
     rendered data (synth) gives its render at full resolution as PNG, which the experiment's resize turns into
-    exactly the tensor it gives on the fly; anything else (a distorted view) the tensor it gives, as PNG."""
+    exactly the tensor it gives on the fly; anything else (a synth set finishing on the device, a distorted
+    view) the tensor it gives, as PNG (8 bits: within 1/255 of the float image)."""
     base, j = unwrap(ds, i)
     if hasattr(base, "encoded"):
         base.load(j)
         return base.encoded(j), base.label(j)
-    if hasattr(base, "render"):
+    if hasattr(base, "render") and not getattr(getattr(base, "spec", None), "device_stages", False):
         image, label, _ = base.render(j)
         return png(image), label
     image, label = ds[i][:2]

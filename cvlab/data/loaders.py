@@ -28,6 +28,7 @@ from .formats.svt import SvtDataset
 from .report import UNWRITABLE, DataReport
 from .sampling import StepSampler, unwrap
 from .synth import SynthWords
+from .synth.device import Pending, Recipe
 
 DATASETS: dict[str, type] = {
     "synth": SynthWords, "lmdb": LmdbDataset, "folder": FolderDataset, "iiit5k": Iiit5kDataset,
@@ -202,6 +203,25 @@ def datasets_for(cfg: Experiment, split: str) -> dict[str, Dataset]:
                           training=split == "train")
 
 
+def deferred(ds: Dataset) -> Dataset:
+    """`ds` as a loader reads it: synthetic sets with `device_stages` (under any Subset or ConcatDataset) hand
+    out recipes, which `collate` gathers and ReportingLoader finishes per batch on its device. Anything else, and
+    a direct `ds[i]`, gives finished images (a distorted view's ops need them: it is left as it is)."""
+    if isinstance(ds, SynthWords):
+        return ds.deferred_view() if ds.spec.device_stages and not ds.deferred else ds
+    if isinstance(ds, Subset):
+        inner = deferred(ds.dataset)
+        if inner is ds.dataset:
+            return ds
+        out = Subset(inner, ds.indices)
+        out.__dict__.update({k: v for k, v in ds.__dict__.items() if k not in ("dataset", "indices")})
+        return out
+    if isinstance(ds, ConcatDataset):
+        parts = [deferred(d) for d in ds.datasets]
+        return ds if all(a is b for a, b in zip(parts, ds.datasets, strict=True)) else ConcatDataset(parts)
+    return ds
+
+
 def report_of(ds: Dataset) -> DataReport | None:
     """The report nearest to `ds`: a part's own (an LMDB folder), else the dataset's under any Subset."""
     while not hasattr(ds, "report") and isinstance(ds, Subset):
@@ -231,7 +251,10 @@ def collate(batch: list[tuple]) -> tuple[torch.Tensor, list[str]]:
     labels.dropped = [(b[0].source, b[0].why) for b in batch if isinstance(b[0], Broken)]
     labels.lexicons = [b[2] for b in good] if batch and len(batch[0]) > 2 else None
     labels.indices = [b[3] for b in good] if batch and len(batch[0]) > 3 else None
-    images = torch.stack([b[0] for b in good]) if good else torch.empty(0)
+    if any(isinstance(b[0], Recipe) for b in good):  # synth device_stages: finished by the loader, per batch
+        images = Pending.collate([b[0] for b in good])
+    else:
+        images = torch.stack([b[0] for b in good]) if good else torch.empty(0)
     return images, labels
 
 
@@ -241,14 +264,17 @@ class ReportingLoader(DataLoader):
     (`keep_empty`): there each batch is one step of the sampler, and the loop must see it to keep its step
     numbers. `new_problems()` gives report lines for drops not yet reported."""
 
-    def __init__(self, *args, keep_empty: bool = False, **kwargs):
+    def __init__(self, *args, keep_empty: bool = False, device: torch.device | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.keep_empty = keep_empty
+        self.device = device  # where synthetic recipes (device_stages) are finished; None: the CPU
         self.load_report = DataReport("load")
         self._reported = 0
 
     def __iter__(self):
         for images, labels in super().__iter__():
+            if isinstance(images, Pending):  # synth device_stages: the recipes become images on the device
+                images = images.finish(self.device or "cpu")
             for source, why in getattr(labels, "dropped", ()):
                 self.load_report.drop("image unreadable at load time", f"{source} ({why})")
             if len(labels) or self.keep_empty:
@@ -308,20 +334,28 @@ def _fast_loading(workers: int, pin: bool) -> dict:
 
 def train_loader(datasets: dict[str, Dataset], batch_size: int, *, seed: int, steps: int, start: int, workers: int,
                  rank: int = 0, world: int = 1, offset: int | None = None, pin: bool | None = None,
-                 groups: list[list[int]] | None = None) -> DataLoader:
+                 groups: list[list[int]] | None = None, device: torch.device | None = None) -> DataLoader:
     """Step `start` onwards; under torchrun each rank passes its rank and the world size (see StepSampler).
-    `groups`: batch_groups' groups, kept together in every batch (positions in the concatenated datasets)."""
-    ds = ConcatDataset(list(datasets.values()))
+    `groups`: batch_groups' groups, kept together in every batch (positions in the concatenated datasets).
+    `device`: where synthetic sets with `device_stages` are finished (the training device; default the CPU)."""
+    ordered = [i for i, d in enumerate(datasets.values()) if getattr(unwrap(d)[0], "ordered", False)]
+    if ordered and (len(datasets) > 1 or groups):
+        raise CvlabError(f"data.train[{ordered[0]}].curriculum: a curriculum ramps with the sample index, so its "
+                         "synthetic set must be the only training set, without data.group_by")
+    ds = ConcatDataset([deferred(d) for d in datasets.values()])
     sampler = StepSampler(len(ds), batch_size, seed=seed, steps=steps, start=start, rank=rank, world=world,
-                          offset=offset, groups=groups)
+                          offset=offset, groups=groups, ordered=bool(ordered))
     pin = torch.cuda.is_available() if pin is None else pin
     return ReportingLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, keep_empty=True,
+                           device=device,
                            **_fast_loading(workers, pin))
 
 
 def eval_loader(ds: Dataset, batch_size: int, *, workers: int, max_samples: int | None = None,
-                shard: range | None = None, pin: bool | None = None) -> DataLoader:
-    """`shard`: this rank's slice of the (max_samples-limited) set under torchrun; indices stay the set's own."""
+                shard: range | None = None, pin: bool | None = None, device: torch.device | None = None) -> DataLoader:
+    """`shard`: this rank's slice of the (max_samples-limited) set under torchrun; indices stay the set's own.
+    `device`: where synthetic sets with `device_stages` are finished (default the CPU)."""
+    ds = deferred(ds)
     if max_samples is not None and max_samples < len(ds):
         ds = Subset(ds, range(max_samples))
     view = _EvalView(ds, has_lexicons(ds))
@@ -329,4 +363,4 @@ def eval_loader(ds: Dataset, batch_size: int, *, workers: int, max_samples: int 
     part.ds = view.ds  # what evaluate() traces sample ids through
     pin = torch.cuda.is_available() if pin is None else pin
     return ReportingLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                           **_fast_loading(workers, pin))
+                           device=device, **_fast_loading(workers, pin))

@@ -24,8 +24,10 @@ def preview_grid(ds: Dataset, out: Path, count: int = 32, cols: int = 4) -> dict
         tiles.append((to_pil(image).convert("RGB"), label))
     if not tiles:
         return {"out": None, "shown": 0, "broken": broken}
+    from .synth.fonts import caption_font
+
     canvas = image_grid([t for t, _ in tiles], cols, captions=[[(label[:40], BLACK)] for _, label in tiles],
-                        min_width=180, gap=8, font_size=13)
+                        min_width=180, gap=8, font_size=13, font=caption_font("".join(lb for _, lb in tiles), 13))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)

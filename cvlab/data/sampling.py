@@ -60,8 +60,10 @@ class StepSampler(Sampler[list[int]]):
     run continue the same stream at another global batch (another world size)."""
 
     def __init__(self, n: int, batch_size: int, *, seed: int, steps: int, start: int = 0, rank: int = 0,
-                 world: int = 1, offset: int | None = None, groups: list[list[int]] | None = None):
+                 world: int = 1, offset: int | None = None, groups: list[list[int]] | None = None,
+                 ordered: bool = False):
         self.n, self.batch_size, self.seed, self.steps, self.start = n, batch_size, seed, steps, start
+        self.ordered = ordered  # index order (a curriculum's synthetic set), the same stream at any world size
         self.rank, self.world = rank, world
         self.offset = start * batch_size * world if offset is None else offset
         self._epoch, self._perm = -1, None
@@ -73,7 +75,9 @@ class StepSampler(Sampler[list[int]]):
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            if self.groups is None:
+            if self.ordered:
+                self._epoch, self._perm = epoch, torch.arange(self.n)
+            elif self.groups is None:
                 self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
             else:  # (G, k) rows in a random order, flattened: group j fills positions [j·k, (j+1)·k)
                 self._epoch = epoch

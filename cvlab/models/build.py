@@ -82,6 +82,8 @@ def build_model(cfg: ModelCfg, num_classes: int, in_channels: int = 1) -> Built:
     head = head_cls.from_cfg(sequence.out_channels, num_classes, cfg.head)
     model = Recognizer(backbone, sequence, head, cfg.dropout, transform)
     init(model)  # before weight norm: its g is the norm of the initial weight
+    if hasattr(model.head, "init_blank"):  # model.init: dtrb zeroes every bias
+        model.head.init_blank()
     if norm.traits.reparametrizes:
         apply_weight_norm(model)
     degenerate = degenerate_groups(model) if norm.traits.grouped else {}

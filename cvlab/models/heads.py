@@ -17,13 +17,21 @@ class CTCHead(nn.Module):
 
     blank = 0
 
-    def __init__(self, cin: int, num_classes: int):
+    def __init__(self, cin: int, num_classes: int, blank_bias: float | None = None):
         super().__init__()
         self.fc = nn.Linear(cin, num_classes)
+        self.blank_bias = blank_bias
+        self.init_blank()
+
+    def init_blank(self) -> None:
+        """Set the blank's initial bias, if the config gives one (build_model calls it again after model.init)."""
+        if self.blank_bias is not None:
+            with torch.no_grad():
+                self.fc.bias[self.blank] = self.blank_bias
 
     @classmethod
     def from_cfg(cls, cin: int, num_classes: int, cfg: HeadCfg) -> CTCHead:
-        return cls(cin, num_classes)
+        return cls(cin, num_classes, cfg.blank_bias)
 
     def forward(self, x, targets=None, lengths=None):
         return self.fc(x)  # (B, T, C_seq) -> (B, T, num_classes)

@@ -9,6 +9,7 @@ glyphs, and degradations (lighting, blur, low resolution, noise, JPEG)."""
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -24,8 +25,10 @@ from ..report import DataReport
 from . import degrade
 from .background import blend, texture
 from .colors import outline_color, text_colors
-from .fonts import Face, family_group, find_fonts, load_font, scan_fonts
+from .device import finish_one
+from .fonts import Face, family_group, find_fonts, font_pool, load_font
 from .layout import homography, render_text, tight_crop, warp
+from .recipe import Recipe, draw_recipe
 from .words import TextSource, builtin_words, lexicon
 
 __all__ = ["SynthWords", "builtin_words", "lexicon", "find_fonts", "family_group"]
@@ -82,26 +85,30 @@ class SynthWords(Dataset):
         self.texts = TextSource(spec.words, spec.case, charset, fold=fold, min_len=spec.min_len, max_len=spec.max_len)
         symbols = "".join(c for c in charset if not c.isspace())
         draws = set(symbols) | {c.upper() for c in symbols} | {c.lower() for c in symbols}
-        if self.texts.sources != ["random"]:
+        if self.texts.sources != ["random"] and not self.texts.cjk:  # East Asian text is drawn as labelled
             draws |= set(PUNCTUATION)
         cased = fold("Aa") == "Aa" and any(c.isalpha() for c in symbols)
-        self.faces, skipped = scan_fonts("".join(sorted(draws)), tuple(spec.fonts), cased)
-        self.families = sorted({family_group(f) for f in self.faces})
-        self._by_family = {fam: [f for f in self.faces if f.family == fam] for fam in self.families}
+        # East Asian charsets: faces chosen per text among those that cover it (fonts.FontPool)
+        self.pool, pool_notes = font_pool("".join(sorted(draws)), tuple(spec.fonts), cased)
+        self.faces, self.families, self._by_family = self.pool.faces, self.pool.families, self.pool.by_family
+        pool_notes += tuple(self.texts.restrict(self.pool))
         lo, hi = spec.font_size
         self.sizes = sorted({int(round(s)) for s in np.linspace(lo, hi, 3)})  # few sizes: few cached fonts
-        self.neighbour_chars = "".join(sorted(draws - set(PUNCTUATION)))
+        self.neighbour_chars = self.pool.shared("".join(sorted(draws - set(PUNCTUATION))))
         self._cache: dict = {}
+        self._ramped: dict = {}  # curriculum level -> the spec at that level
         # said at train start: a machine without the font packages would otherwise render with few faces
         self.report = DataReport(spec.name or spec.type, samples=spec.size)
         self.report.note(f"rendering with {len(self.faces)} fonts from {len(self.families)} families")
-        if skipped:  # a face without some symbol (or, for a cased charset, without lower-case letters)
-            self.report.note(f"{len(skipped)} fonts skipped: they cannot draw every symbol needed "
-                             f"(e.g. {', '.join(skipped[:3])})")
+        for line in pool_notes:  # faces skipped (a symbol missing; capitals only), characters no face draws
+            self.report.note(line)
         self.report.note(f"text: {self.texts.describe()}")
         off = [s for s in STAGES if getattr(spec, s).p == 0]
         if off:
             self.report.note(f"stages off: {', '.join(off)}")
+        if (c := spec.curriculum).samples:
+            self.report.note(f"curriculum: stages at {c.start:.0%} of their probability and labels of at most "
+                             f"{c.max_len} characters at sample 0, the full recipe from sample {c.samples:,}")
 
     def __len__(self) -> int:
         return self.spec.size
@@ -115,7 +122,39 @@ class SynthWords(Dataset):
 
     def label(self, index: int) -> str:
         """Sample `index`'s label without rendering it (the first draws of the generator `render` uses)."""
-        return self.texts(self.streams(index).text)[1]
+        return self.texts(self.streams(index).text, self.cap_at(index))[1]
+
+    @property
+    def ordered(self) -> bool:
+        """Whether training must read this set in index order (a curriculum ramps with the index)."""
+        return self.spec.curriculum.samples > 0
+
+    def _ramp(self, index: int) -> float | None:
+        """Sample `index`'s place in the curriculum (0 to 1, in steps of 1/100), None past it or without one."""
+        n = self.spec.curriculum.samples
+        return None if not n or index >= n else (index * 100 // n) / 100
+
+    def spec_at(self, index: int) -> SynthSpec:
+        """The spec sample `index` is rendered with: the spec itself, or inside a curriculum every stage's
+        probability (and that of cut-off neighbour glyphs) scaled from `curriculum.start` up to its own."""
+        t = self._ramp(index)
+        if t is None:
+            return self.spec
+        if t not in self._ramped:
+            s, c = self.spec, self.spec.curriculum
+            k = c.start + (1 - c.start) * t
+            upd = {st: getattr(s, st).model_copy(update={"p": getattr(s, st).p * k}) for st in STAGES}
+            upd["crop"] = s.crop.model_copy(update={"neighbour_p": s.crop.neighbour_p * k})
+            self._ramped[t] = s.model_copy(update=upd)
+        return self._ramped[t]
+
+    def cap_at(self, index: int) -> int | None:
+        """The longest label sample `index` may have inside a curriculum (None: the spec's own max_len)."""
+        t = self._ramp(index)
+        if t is None:
+            return None
+        lo = self.spec.curriculum.max_len
+        return int(round(lo + (self.spec.max_len - lo) * t))
 
     def source(self, index: int) -> str:
         return f"synth seed {self.spec.seed} #{index}"
@@ -124,9 +163,9 @@ class SynthWords(Dataset):
         return {**self.__dict__, "_cache": {}}
 
     def _font(self, face: Face, size: int, rng: np.random.Generator):
-        key = (face.path, size)
+        key = (face.path, face.index, size)
         if key not in self._cache:
-            self._cache[key] = load_font(face.path, size)
+            self._cache[key] = load_font(face.path, size, face.index)
         font = self._cache[key]
         if face.axes:  # variable font: a weight (and width, where there is one) of its own for this image
             values = []
@@ -141,9 +180,17 @@ class SynthWords(Dataset):
             font.set_variation_by_axes(values)
         return font
 
-    def _pick_font(self, rng: np.random.Generator):
-        faces = self._by_family[self.families[rng.integers(len(self.families))]]  # family first: no family dominates
-        return self._font(faces[rng.integers(len(faces))], self.sizes[rng.integers(len(self.sizes))], rng)
+    def _pick_font(self, rng: np.random.Generator, text: str | None = None):
+        face = self.pool.pick(rng, text)  # family first: no family dominates; a face that draws all of `text`
+        return self._font(face, self.sizes[rng.integers(len(self.sizes))], rng)
+
+    def _second_word(self, rng: np.random.Generator):
+        """(font, text) of the background's cut-off neighbouring line: the font first where any face draws any
+        text, the text first where faces differ in what they cover."""
+        if self.pool.full:
+            return self._pick_font(rng), self.texts(rng)[0]
+        text = self.texts(rng)[0]
+        return self._pick_font(rng, text), text
 
     def streams(self, index: int) -> Streams:
         """The random streams sample `index` draws from. Alone (`same_source: 1`) one generator seeded by
@@ -162,13 +209,15 @@ class SynthWords(Dataset):
 
         return Streams(own, source(0) if s.same_word else own, *(source(i) for i in range(1, 11)), own)
 
-    def render(self, index: int) -> tuple[Image.Image, str, np.random.Generator]:
+    def render(self, index: int, *, recipe: bool = False) -> tuple[Image.Image | Recipe, str, np.random.Generator]:
+        """(image, label, the sample's own generator). `recipe`: the glyph layer alone, with every later stage
+        drawn as parameters (recipe.py), for the device to finish (device.py): (Recipe, label, generator)."""
         if not 0 <= index < len(self):
             raise IndexError(index)
-        s = self.spec
+        s = self.spec_at(index)
         r = self.streams(index)
-        text, label = self.texts(r.text)
-        font = self._pick_font(r.font)
+        text, label = self.texts(r.text, self.cap_at(index))
+        font = self._pick_font(r.font, text)
 
         # 1-2. glyphs with tracking and a curved baseline; neighbour glyphs for a cut-off edge
         nb = ["", ""]
@@ -186,13 +235,15 @@ class SynthWords(Dataset):
         # 6. a tight crop around the word's ink
         T = tight_crop(layer_img, r.crop, margin_y=s.crop.margin_y, margin_x=s.crop.margin_x, cut_left=bool(nb[0]),
                        cut_right=bool(nb[1]))
+        if recipe:  # device_stages: the same draws from here on, as numbers
+            return draw_recipe(self, s, r, T, text_h), label, r.own
         h, w = T.shape
 
         # 3. colours, border and shadow layers
         bg, fg = text_colors(s.color, r.color)
         if r.background.random() < s.background.p:  # 5. the background the text sits on
             base = texture(h, w, r.background, base=bg, kinds=s.background.kinds, fg=fg,
-                           second_word=lambda: (self._pick_font(r.background), self.texts(r.background)[0]))
+                           second_word=lambda: self._second_word(r.background))
         else:
             base = np.broadcast_to(bg, (h, w, 3)).astype(np.float32)
         img = base
@@ -231,6 +282,17 @@ class SynthWords(Dataset):
             pil = degrade.jpeg(pil, int(d.integers(s.jpeg.quality[0], s.jpeg.quality[1] + 1)))
         return pil, label, r.own
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+    deferred = False  # device_stages: hand out recipes (loaders.train_loader/eval_loader), finished per batch
+
+    def deferred_view(self) -> SynthWords:
+        """The same set, its items recipes for the loader to finish on the training device (device.Pending)."""
+        view = copy.copy(self)
+        view.deferred = True
+        return view
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | Recipe, str]:
+        if self.spec.device_stages:
+            rec, label, _ = self.render(index, recipe=True)
+            return (rec if self.deferred else finish_one(rec)), label
         img, label, _ = self.render(index)
         return to_tensor(img, self.image), label

@@ -3,13 +3,16 @@ independently of the word. Everything is a function of the generator handed in, 
 
 from __future__ import annotations
 
+import bisect
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
 
 from ...config.synth import CaseCfg, WordsCfg
+from .cjk import Phrases, east_asian, word_list_source
 
+PROBE = 256  # texts drawn at start to report how often East Asian faces cannot serve a text
 LEXICON_SIZE = 90_000  # MJSynth draws from a 90k-word English dictionary; we take the 90k most frequent words
 
 
@@ -50,12 +53,23 @@ class TextSource:
         self.fold, self.min_len, self.max_len = fold, min_len, max_len
         self.charset = set(charset)
         self.symbols = "".join(c for c in charset if not c.isspace())
-        pool = builtin_words() if words.builtin_only else lexicon()
-        self.words = [w for w in pool if min_len <= len(w) <= max_len and self.writable(w)]
+        # an East Asian charset: the shares keep their names with Chinese meanings (lexicon: phrases of jieba's
+        # words; mixed: a Chinese word with a number or a Latin token), and every drawn character is labelled
+        self.cjk = east_asian(self.symbols)
+        self.drawable = None  # set by restrict(): a text no face can draw whole is drawn again, and counted
+        self.redrawn = 0
+        self._safe = self.symbols  # what the last-resort random string is drawn over
+        if self.cjk:
+            self.phrases = Phrases.cached((charset, fold("Aa")), self.writable)
+            self.words = self.phrases.words
+        else:
+            pool = builtin_words() if words.builtin_only else lexicon()
+            self.words = [w for w in pool if min_len <= len(w) <= max_len and self.writable(w)]
         letters = any(self.writable(c) for c in "abcdefghijklmnopqrstuvwxyz")
         digits = all(self.writable(c) for c in "0123456789")
+        mixed = (letters or digits) and bool(self.words) if self.cjk else letters and digits
         shares = {"lexicon": words.lexicon if self.words else 0.0, "random": words.random,
-                  "digits": words.digits if digits else 0.0, "mixed": words.mixed if letters and digits else 0.0}
+                  "digits": words.digits if digits else 0.0, "mixed": words.mixed if mixed else 0.0}
         if sum(shares.values()) <= 0:
             shares["random"] = 1.0  # e.g. a digits charset with only the lexicon asked for: say so in the report
         total = sum(shares.values())
@@ -69,26 +83,64 @@ class TextSource:
         return all(c in self.charset for c in self.fold(text))
 
     def describe(self) -> str:
-        return ", ".join(f"{k} {p:.0%}" for k, p in zip(self.sources, self.shares, strict=False)) + \
-            f"; {len(self.words):,} lexicon words of {self.min_len}-{self.max_len} characters"
+        mix = ", ".join(f"{k} {p:.0%}" for k, p in zip(self.sources, self.shares, strict=False))
+        if self.cjk:
+            return mix + f"; lines of {self.min_len}-{self.max_len} characters, phrases of {len(self.words):,} " \
+                f"Chinese words from {word_list_source()}"
+        return mix + f"; {len(self.words):,} lexicon words of {self.min_len}-{self.max_len} characters"
+
+    def restrict(self, pool) -> list[str]:
+        """East Asian charsets whose faces do not all draw every symbol: random strings only of characters some
+        face draws, and a text no single face draws whole drawn again (counted in `redrawn`). Returns report
+        notes from a probe of PROBE texts (its own generator: no sample's draws change)."""
+        if not self.cjk or pool.full:
+            return []
+        self.drawable = pool.can_draw
+        self.symbols = "".join(c for c in self.symbols if pool.covered(c))
+        self._safe = pool.best_symbols(self.symbols)
+        if not self._safe:
+            return []
+        rng = np.random.default_rng(0)
+        texts = [self(rng)[0] for _ in range(PROBE)]
+        notes = []
+        if self.redrawn:
+            notes.append(f"{self.redrawn} of {PROBE} texts drawn as a check were drawn again: no face draws every "
+                         f"character of them")
+        if refused := pool.refusals(texts):
+            notes.append(f"faces passed over for texts with a character they lack (of {PROBE} drawn as a check): "
+                         + ", ".join(f"{name} {n}" for name, n in refused.most_common()))
+        self.redrawn = 0
+        return notes
 
     def label(self, text: str) -> str:
         """The rendered text less what the charset cannot encode: `tetley.co.uk` is drawn with its dots and
         labelled `tetleycouk` under lower36, so the model learns to read past punctuation, as on real signs."""
         return "".join(c for c in text if self.writable(c))
 
-    def __call__(self, rng: np.random.Generator) -> tuple[str, str]:
-        """(text to draw, its label)."""
+    def __call__(self, rng: np.random.Generator, max_len: int | None = None) -> tuple[str, str]:
+        """(text to draw, its label). `max_len` (a curriculum's cap, below the spec's) limits the label's length:
+        lexicon words are drawn uniformly from those short enough, other tokens redrawn until they fit."""
+        cap = self.max_len if max_len is None else max(self.min_len, min(max_len, self.max_len))
         source = self.sources[rng.choice(len(self.sources), p=self.shares)]
         for _ in range(8):  # a token the charset or length range rules out is redrawn
-            text = getattr(self, "_" + source)(rng)
+            text = self._lexicon(rng, cap) if source == "lexicon" else \
+                self._random(rng, cap) if source == "random" else getattr(self, "_" + source)(rng)
             if source != "random":
                 text = self._case(text, rng)
             label = self.label(text)
-            if self.min_len <= len(label) <= self.max_len:
+            if self.min_len <= len(label) <= cap and (not self.cjk or self._fits(text, label)):
                 return text, label
-        text = self._random(rng)
+        text = self._random(rng, cap, self._safe)
         return text, text
+
+    def _fits(self, text: str, label: str) -> bool:
+        """East Asian text: every drawn character is labelled, and some face draws the whole text."""
+        if label != text:
+            return False
+        if self.drawable is not None and not self.drawable(text):
+            self.redrawn += 1
+            return False
+        return True
 
     def _case(self, text: str, rng: np.random.Generator) -> str:
         style = self.cases[rng.choice(len(self.cases), p=self.case_p)]
@@ -102,12 +154,21 @@ class TextSource:
             out = text.lower() if text.isalpha() else text
         return out if self.writable(out) else text  # a cased charset without capitals keeps the word as it is
 
-    def _lexicon(self, rng) -> str:
-        return self.words[int(rng.integers(len(self.words)))]
+    def _lexicon(self, rng, cap: int | None = None) -> str:
+        if self.cjk:  # a phrase of words, cut at any character as Chinese lines are
+            return self.phrases.phrase(rng, self.min_len, self.max_len if cap is None else cap)
+        if cap is None or cap >= self.max_len:
+            return self.words[int(rng.integers(len(self.words)))]
+        if not hasattr(self, "_by_length"):  # built on the first capped draw only
+            self._by_length = sorted(self.words, key=len)
+            self._lengths = [len(w) for w in self._by_length]
+        n = bisect.bisect_right(self._lengths, cap)
+        return self._by_length[int(rng.integers(n))] if n else self._random(rng, cap)
 
-    def _random(self, rng) -> str:
-        n = int(rng.integers(self.min_len, self.max_len + 1))
-        return "".join(self.symbols[i] for i in rng.integers(len(self.symbols), size=n))
+    def _random(self, rng, cap: int | None = None, symbols: str | None = None) -> str:
+        symbols = self.symbols if symbols is None else symbols
+        n = int(rng.integers(self.min_len, (self.max_len if cap is None else cap) + 1))
+        return "".join(symbols[i] for i in rng.integers(len(symbols), size=n))
 
     def _digits(self, rng) -> str:
         kind = int(rng.integers(6))
@@ -123,6 +184,8 @@ class TextSource:
         return "".join(str(d) for d in rng.integers(0, 10, size=n))
 
     def _mixed(self, rng) -> str:
+        if self.cjk:
+            return self.phrases.mixed(rng, _latin_token)
         word = self.words[int(rng.integers(len(self.words)))] if self.words else "ave"
         kind = int(rng.integers(6))
         if kind == 0:  # 3rdAve, 21st
@@ -139,3 +202,15 @@ class TextSource:
             return ("No.", "Mr.", "Dr.", "St.")[int(rng.integers(4))] + (str(int(rng.integers(1, 100)))
                                                                          if rng.random() < 0.5 else word)
         return word + str(int(rng.integers(0, 100)))  # route66
+
+
+def _latin_token(rng) -> str:
+    """A Latin word or code inside Chinese text (WiFi密码, 密码123): a word of the built-in list, a capital
+    letter with a number, or a number."""
+    kind = int(rng.integers(3))
+    if kind == 0:
+        words = builtin_words()
+        return words[int(rng.integers(len(words)))]
+    if kind == 1:
+        return chr(ord("A") + int(rng.integers(26))) + str(int(rng.integers(1, 100)))
+    return str(int(rng.integers(0, 1000)))

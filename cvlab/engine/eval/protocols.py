@@ -11,6 +11,13 @@ reason it is left out (counted, never hidden); `pred(text)` gives the prediction
 - `dtrb`: clovaai/deep-text-recognition-benchmark test.py with its defaults. A label longer than 25 or with a
   character outside 0-9a-z after `lower()` is filtered out (an empty label is kept); the prediction is
   lower-cased and stripped to 0-9a-z; 1 − NED is 0 when either string is empty.
+- `raw`: label and prediction compared exactly as they are, any script: the protocol for a charset that is
+  not Latin, when labels and model share one form of every character.
+- `chinese`: NFKC, so full-width digits, letters and punctuation match their half-width forms (`２０２３` = `2023`,
+  `ＡＢ` = `AB`, `，` = `,`) and compatibility ideographs their unified ones; whitespace (the ideographic space
+  included) dropped, since Chinese lines are written without it; everything else raw (no case folding, no
+  charset filter). HWDB's labels mix both widths; synthetic lines do not. CER is the headline for Chinese:
+  word accuracy is line accuracy, 0 for almost every line early in training.
 - `parseq`: baudm/parseq's test pipeline. Whitespace removed, NFKD then ASCII only, labels longer than 25
   (before the charset is applied) filtered, the 36-character charset adapter (lower-only -> `lower()`,
   unsupported characters removed), labels left empty filtered; predictions pass through the same adapter.
@@ -93,6 +100,10 @@ def _printable94(s: str) -> str:
     return "".join(c for c in fold_latin(s) if c in _PRINTABLE94)
 
 
+def _chinese(s: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", s).split())
+
+
 def _dtrb_label(s: str) -> tuple[str | None, str | None]:
     # the order of DTRB's dataset.py: length first, on the label as stored, then the charset after lower()
     if len(s) > MAX_LABEL:
@@ -126,6 +137,8 @@ PROTOCOLS: dict[str, Protocol] = {
                             _own_ned, "".join(sorted(_PRINTABLE94))),
     "raw": Protocol("raw", "strings compared exactly as they are (any script)", _keep(lambda s: s), lambda s: s,
                     _own_ned),
+    "chinese": Protocol("chinese", "NFKC (full-width digits, letters, punctuation = half-width), whitespace "
+                        "removed, otherwise exact; CER is the headline", _keep(_chinese), _chinese, _own_ned),
     "dtrb": Protocol("dtrb", "DTRB test.py defaults: labels longer than 25 or outside 0-9a-z after lower() "
                      "filtered (counted); lower-case 0-9a-z; 1−NED 0 when either is empty",
                      _dtrb_label, lambda s: _NOT36.sub("", s.lower()), lambda p, g: 0.0, LOWER36),

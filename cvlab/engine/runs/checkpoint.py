@@ -17,6 +17,11 @@ def save_checkpoint(state: dict, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def kept_checkpoint(ckpt_dir: Path, step: int) -> Path:
+    """Where `train.keep_checkpoints` keeps the state of `step`: checkpoints/step_<N>.pt."""
+    return Path(ckpt_dir) / f"step_{step}.pt"
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise CvlabError(f"{path}: checkpoint not found")

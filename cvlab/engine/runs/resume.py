@@ -11,7 +11,7 @@ from ...config.load import fill_added_keys
 from ...errors import CvlabError
 
 RESUMABLE = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.threads", "train.device",
-             "train.dist_timeout", "train.compile",
+             "train.dist_timeout", "train.compile", "train.keep_checkpoints",
              "data.workers", "log.every", "log.image_grid", "log.tensorboard", "eval.batch_size",
              "eval.max_samples")
 

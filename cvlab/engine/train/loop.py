@@ -29,7 +29,7 @@ from ..device import autocast
 from ..distributed import DistContext
 from ..eval.evaluate import evaluate
 from ..progress import NullProgress, Progress
-from ..runs.checkpoint import load_checkpoint
+from ..runs.checkpoint import kept_checkpoint, load_checkpoint
 from ..runs.directory import (
     STATUS,
     lock_owner,
@@ -243,11 +243,11 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
     cuda = s.device.type == "cuda"
     loader = train_loader(s.train_sets, t.batch_size, seed=cfg.seed, steps=t.steps, start=s.step,
                           workers=cfg.data.workers, rank=ctx.rank, world=ctx.world, offset=s.samples, pin=cuda,
-                          groups=s.groups)
+                          groups=s.groups, device=s.device)  # synth device_stages finish on the device
     val_loaders = {name: eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers,
                                      max_samples=cfg.eval.max_samples,
                                      shard=ctx.shard(min(len(ds), cfg.eval.max_samples or len(ds))) if ctx.enabled
-                                     else None, pin=cuda)
+                                     else None, pin=cuda, device=s.device)
                    for name, ds in s.val_sets.items()}  # built once: their workers persist between evaluations
     guard = NonFiniteGuard()
     progress.start(total=t.steps, done=s.step)
@@ -291,6 +291,12 @@ def _loop(s: Session, run_dir: Path, progress: Progress, probe: Callable | None)
                 progress.update(s.step, loss=loss_value, lr=lr, samples_per_s=sps)
             else:
                 progress.update(s.step, loss=loss_value, lr=lr)
+
+            # --- train.keep_checkpoints: this step's state kept apart (before last.pt moves past it, so a
+            # resume never skips one)
+            if s.step in t.keep_checkpoints:
+                guard.check(ctx)
+                s.save(kept_checkpoint(ckpt_dir, s.step))
 
             # --- evaluate and checkpoint; between evaluations, last.pt every checkpoint_every steps, so a
             # killed run loses at most that many
@@ -402,7 +408,8 @@ def _train_step(s: Session, images: torch.Tensor, labels: list[str], writer, pro
 
 
 def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progress, loaders: dict) -> dict:
-    """Score every val set, log it, write best.pt (first val set's word accuracy), last.pt, metrics.json.
+    """Score every val set, log it, write best.pt (first val set's word accuracy, ties to the lower CER), last.pt,
+    metrics.json.
     Under torchrun each rank scores its shard and the counts are summed (evaluate's `ctx`)."""
     cfg, t, ctx = s.cfg, s.cfg.train, s.ctx
     ctx.broadcast_buffers(s.model)  # one model on every rank: rank 0's BN running statistics (what it saves)
@@ -427,8 +434,8 @@ def _evaluate_and_checkpoint(s: Session, run_dir: Path, writer, progress: Progre
             progress.message(f"step {s.step}: {name}: {result['unreadable']} val images unreadable, not scored "
                              f"(e.g. {ex})")
     first = next(iter(metrics["datasets"].values()), None)
-    if first is not None and first["word_acc"] > s.best:
-        s.best = first["word_acc"]
+    if first is not None and (first["word_acc"], -first["cer"]) > (s.best, -s.best_cer):
+        s.best, s.best_cer = first["word_acc"], first["cer"]
         s.save(run_dir / "checkpoints" / "best.pt")
     metrics["best_word_acc"] = s.best
     s.save(run_dir / "checkpoints" / "last.pt")

@@ -46,6 +46,7 @@ class Session:
     scaler: torch.amp.GradScaler
     step: int = 0
     best: float = -1.0
+    best_cer: float = float("inf")  # breaks word-accuracy ties (long Chinese lines score 0 for a long time)
     init_report: dict | None = None  # what train.init_from loaded (engine.train.init_from), written to the run
     samples: int = 0  # global position in the sample stream: where a resume continues, at any world size
     ctx: DistContext = field(default_factory=DistContext)
@@ -60,7 +61,7 @@ class Session:
         """The exact state of this step: resuming from it continues bit for bit as if never stopped."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "best": self.best, "rng": rng_state(), "config": self.cfg.model_dump(mode="json"),
+                "best": self.best, "best_cer": self.best_cer, "rng": rng_state(), "config": self.cfg.model_dump(mode="json"),
                 "samples": self.samples, "world": self.ctx.world, "global_batch": self.global_batch,
                 "charset": self.tokenizer.charset,
                 "augment": self.learned.state() if self.learned is not None else None}  # the agent
@@ -72,6 +73,7 @@ class Session:
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.step, self.best = state["step"], state["best"]
+            self.best_cer = state.get("best_cer", float("inf"))  # checkpoints from before it was kept
             # checkpoints from before `samples` was stored trained in one process
             self.samples = state.get("samples", self.step * self.cfg.train.batch_size)
             set_rng_state(state["rng"])
