@@ -2,7 +2,8 @@
 the whole process, for the standard CRNN (experiments/crnn_standard.yaml) and the quickstart model.
 
     .venv/bin/python benchmarks/eval_speed.py [--n 2000] [--batch-size 64] [--threads N]
-        [--models crnn_standard,quickstart] [--modes default,no-fold,no-grad] [--whole-modes default,no-fold]
+        [--models crnn_standard,quickstart] [--modes default,no-fold,no-grad,onnxruntime,int8]
+        [--whole-modes default,no-fold,onnxruntime,int8]
         [--repeat 3] [--keep DIR] [--quick]
 
 It writes its own data: an LMDB of N synthetic words (crnn_standard's `data.val`, rendered by `cvlab data render`'s
@@ -26,10 +27,16 @@ Modes, side by side (join several with `+`, e.g. `no-fold+workers=1`):
   no-grad        torch.no_grad instead of inference_mode (in-process only: the CLI has no switch for it)
   channels-last  `--channels-last`; contiguous: `--no-channels-last` (the default: channels_last on the CPU in fp32)
   workers=N      `--set data.workers=N`: eval loader worker processes, predict reads ahead in a thread
+  onnxruntime    `--backend onnxruntime`: the run's ONNX export (written first) run by onnxruntime, fp32, with
+                 torch's thread count
+  int8           `--backend onnxruntime --int8`: the int8 model of `cvlab export --quantize int8` (written first,
+                 static QDQ calibrated on the benchmark's LMDB)
 Every mode's predictions are compared with the default's: how many differ, and the largest logit difference.
+The onnxruntime modes are left out, with a note, where onnxruntime is not installed (the export extra).
 
-`--threads N` sets torch's threads here and OMP_NUM_THREADS/MKL_NUM_THREADS for the subprocesses. `--quick`: 64
-images, batch 32, modes default and no-fold, the whole process in the default mode only, one repeat (a smoke run).
+`--threads N` sets torch's threads here and OMP_NUM_THREADS/MKL_NUM_THREADS for the subprocesses (onnxruntime
+follows torch's count). `--quick`: 64 images, batch 32, modes default, no-fold, onnxruntime and int8, the whole
+process in the default mode only, one repeat (a smoke run).
 Figures go to stdout; nothing is asserted.
 """
 
@@ -59,14 +66,15 @@ from cvlab.data.charset import resolve_charset  # noqa: E402
 from cvlab.data.loaders import eval_loader, named_datasets, sample_id  # noqa: E402
 from cvlab.data.render import experiment_targets, render_lmdb  # noqa: E402
 from cvlab.data.tokenizer import tokenizer_for  # noqa: E402
-from cvlab.engine.device import autocast, resolve_amp  # noqa: E402
+from cvlab.engine.backend import load_backend  # noqa: E402
+from cvlab.engine.device import resolve_amp  # noqa: E402
 from cvlab.engine.eval.analysis import error_summary  # noqa: E402
 from cvlab.engine.eval.evaluate import evaluate  # noqa: E402
 from cvlab.engine.eval.metrics import MetricAccumulator  # noqa: E402
 from cvlab.engine.eval.records import write_predictions  # noqa: E402
 from cvlab.engine.predict import collect, read_batches  # noqa: E402
 from cvlab.engine.runs.checkpoint import save_checkpoint  # noqa: E402
-from cvlab.engine.runs.load import inference_model, load_run  # noqa: E402
+from cvlab.engine.runs.load import load_run  # noqa: E402
 from cvlab.models import build_model  # noqa: E402
 from cvlab.models.fold import foldable_pairs  # noqa: E402
 from cvlab.models.summary import summarize  # noqa: E402
@@ -196,9 +204,9 @@ def write_run(work: Path, name: str) -> Path:
 # ------------------------------------------------------------------------------------------------------ modes
 
 def parse_mode(text: str) -> dict:
-    """`no-fold+workers=1` -> {fold, inference, overrides (--set), flags (CLI)}."""
+    """`no-fold+workers=1` -> {fold, inference, backend, int8, overrides (--set), flags (CLI)}."""
     mode = {"name": text, "fold": None, "channels_last": None, "inference": True, "overrides": [], "flags": [],
-            "cli": True}
+            "cli": True, "backend": "torch", "int8": False}
     for part in filter(None, text.split("+")):
         if part == "default":
             continue
@@ -210,11 +218,18 @@ def parse_mode(text: str) -> dict:
         elif part in ("channels-last", "contiguous"):
             mode["channels_last"] = part == "channels-last"
             mode["flags"].append("--channels-last" if part == "channels-last" else "--no-channels-last")
+        elif part in ("onnxruntime", "int8"):
+            if mode["backend"] != "onnxruntime":
+                mode["backend"] = "onnxruntime"
+                mode["flags"] += ["--backend", "onnxruntime"]
+            if part == "int8":
+                mode["int8"] = True
+                mode["flags"].append("--int8")
         elif part.startswith("workers="):
             mode["overrides"].append(f"data.workers={int(part.split('=', 1)[1])}")
         else:
             raise SystemExit(f"--modes: unknown mode {part!r} (default, fold, no-fold, no-grad, channels-last, "
-                             "contiguous, workers=N)")
+                             "contiguous, workers=N, onnxruntime, int8)")
     for o in mode["overrides"]:
         mode["flags"] += ["--set", o]
     return mode
@@ -229,8 +244,10 @@ def grad_mode(mode: dict):
 def stages(run: Path, lmdb: Path, mode: dict, *, args, work: Path) -> tuple[dict, list, torch.Tensor]:
     """{stage: seconds}, the predictions and the logits of one model in one mode."""
     loaded = load_run(run, overrides=tuple(mode["overrides"]))
-    cfg, tok, device = loaded.cfg, loaded.tokenizer, loaded.device
-    model, folded, channels_last = inference_model(loaded, fold_bn=mode["fold"], channels_last=mode["channels_last"])
+    cfg, tok = loaded.cfg, loaded.tokenizer
+    be = load_backend(loaded, mode["backend"], int8=mode["int8"], fold_bn=mode["fold"],
+                      channels_last=mode["channels_last"])
+    model, folded, device, forward = be.model, be.folded, be.device, be.forward
     (ds,) = named_datasets([parse_data_spec(f"lmdb:{lmdb}")], resolve_charset(cfg.data.charset), cfg.data).values()
     out: dict[str, float] = {"folded": folded}
     next(iter(eval_loader(ds, args.batch_size, workers=0)))  # warm-up, untimed: the decoders' first use
@@ -246,13 +263,6 @@ def stages(run: Path, lmdb: Path, mode: dict, *, args, work: Path) -> tuple[dict
     for _ in read_batches(chunks, cfg.data.image, overlap=cfg.data.workers > 0):
         pass
     out["data (predict reader)"] = time.perf_counter() - t0
-
-    def forward(images):
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg.train.amp):
-            return model(images)
 
     with grad_mode(mode):
         for _ in range(2):  # warm-up: oneDNN's primitives, allocator pools (the first mode would pay them)
@@ -289,8 +299,8 @@ def stages(run: Path, lmdb: Path, mode: dict, *, args, work: Path) -> tuple[dict
     loader = eval_loader(ds, args.batch_size, workers=cfg.data.workers)  # fresh workers, as cvlab eval starts them
     t0 = time.perf_counter()
     with grad_mode(mode):
-        evaluate(model, loader, tokenizer=tok, protocol=cfg.eval.protocol, device=device, amp=cfg.train.amp,
-                 channels_last=channels_last, rows=rows)
+        evaluate(model, loader, tokenizer=tok, protocol=cfg.eval.protocol, device=device, rows=rows,
+                 forward=forward)
     out["eval loop (evaluate)"] = time.perf_counter() - t0
     return out, [p for b in preds for p in b], torch.cat([lg.float().cpu() for lg in logits])
 
@@ -312,10 +322,45 @@ def cell(n: int, seconds: float) -> str:
     return f"{n / seconds:9.1f} ({seconds:.2f})" if seconds > 0 else "        —"
 
 
+def onnx_files(run: Path, lmdb: Path, modes: list[dict], args) -> None:
+    """The run's ONNX export and, for an int8 mode, its int8 model (calibrated on the benchmark's LMDB), written
+    before anything is timed."""
+    if not any(m["backend"] == "onnxruntime" for m in modes):
+        return
+    from cvlab.engine.export import ensure_onnx
+    from cvlab.engine.quantize import quantize_run
+
+    t0 = time.perf_counter()
+    ensure_onnx(load_run(run))
+    note = f"  ONNX export written in {time.perf_counter() - t0:.1f} s"
+    if any(m["int8"] for m in modes):
+        t0 = time.perf_counter()
+        q = quantize_run(run, calibration=[parse_data_spec(f"lmdb:{lmdb}")], n=min(256, args.n))
+        c = q["checked_on"]
+        note += (f"; int8 ({q['method']}, {q['calibration_images']} images calibrated) in "
+                 f"{time.perf_counter() - t0:.1f} s: word acc fp32 {100 * c['fp32_word_acc']:.2f} %, int8 "
+                 f"{100 * c['int8_word_acc']:.2f} %, {c['changed_predictions']} of {c['images']} predictions changed")
+    print(note)
+
+
+def available(modes: list[dict]) -> list[dict]:
+    """The modes this machine can run: the onnxruntime ones need the export extra."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        left = [m["name"] for m in modes if m["backend"] == "onnxruntime"]
+        if left:
+            print(f"modes {', '.join(left)} left out: onnxruntime is not installed (pip install 'cvlab[export]')")
+        return [m for m in modes if m["backend"] != "onnxruntime"]
+    return modes
+
+
 def bench_model(name: str, lmdb: Path, *, modes: list[dict], whole: list[dict], args, work: Path,
                 startup_s: float | None) -> None:
     run = write_run(work, name)
     print(f"\n{name}: {describe(run)}")
+    onnx_files(run, lmdb, modes + whole, args)
     results, preds, logits = {}, {}, {}
     for mode in modes:
         results[mode["name"]], preds[mode["name"]], logits[mode["name"]] = stages(run, lmdb, mode, args=args, work=work)
@@ -360,23 +405,24 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--models", default="crnn_standard,quickstart", help="experiments/<name>.yaml, comma-separated")
-    p.add_argument("--modes", default=None, help="in-process modes, side by side (default: default,no-fold,no-grad; "
-                   "--quick: default,no-fold)")
-    p.add_argument("--whole-modes", default=None, help="modes of the whole-process runs (default: default,no-fold; "
-                   "--quick: default)")
+    p.add_argument("--modes", default=None, help="in-process modes, side by side (default: default,no-fold,no-grad,"
+                   "onnxruntime,int8; --quick: default,no-fold,onnxruntime,int8)")
+    p.add_argument("--whole-modes", default=None, help="modes of the whole-process runs (default: default,no-fold,"
+                   "onnxruntime,int8; --quick: default)")
     p.add_argument("--repeat", type=int, default=3, help="subprocess runs per figure (the median)")
     p.add_argument("--keep", type=Path, default=None, help="write the LMDB and runs here and keep them")
     p.add_argument("--quick", action="store_true", help="a smoke run: 64 images, batch 32, one repeat")
     args = p.parse_args()
     if args.quick:
         args.n, args.batch_size, args.repeat = min(args.n, 64), min(args.batch_size, 32), 1
-    args.modes = args.modes or ("default,no-fold" if args.quick else "default,no-fold,no-grad")
-    args.whole_modes = args.whole_modes or ("default" if args.quick else "default,no-fold")
+    args.modes = args.modes or ("default,no-fold,onnxruntime,int8" if args.quick else
+                                "default,no-fold,no-grad,onnxruntime,int8")
+    args.whole_modes = args.whole_modes or ("default" if args.quick else "default,no-fold,onnxruntime,int8")
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [m for m in args.modes.split(",") if m]
-    modes = [parse_mode(m) for m in (names if names[:1] == ["default"] else ["default", *names])]
-    whole = [parse_mode(m) for m in args.whole_modes.split(",") if m]
+    modes = available([parse_mode(m) for m in (names if names[:1] == ["default"] else ["default", *names])])
+    whole = available([parse_mode(m) for m in args.whole_modes.split(",") if m])
     header(args)
     work = args.keep or Path(tempfile.mkdtemp(prefix="cvlab-eval-speed-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ def test_eval_speed_prints_every_stage():
                   "eval loop (evaluate)", "batch norms folded", "predictions ≠ default"):
         assert f"\n  {stage}" in out, stage
     assert "default" in out and "no-fold" in out
+    assert "onnxruntime" in out and "int8" in out and "ONNX export written" in out  # the --backend onnxruntime rows
     for command in ("cvlab eval [default]", "cvlab predict [default]"):
         line = next(x for x in out.splitlines() if command in x)
         assert "images/s" in line and "failed" not in line, line

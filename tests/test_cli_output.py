@@ -309,3 +309,9 @@ def test_usage_errors_are_one_line_exit_2(cli, argv, message):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert "╭" not in err and "Traceback" not in err
+
+
+def test_error_text_is_printed_as_written_never_as_emoji(tmp_path):
+    """rich turns `:x:`-like codes into emoji by default: a spec such as `folder:x` or a label must stay text."""
+    code, _, err = _cvlab("eval", str(tmp_path), "--data", "nosuchtype:x:")
+    assert code == 2 and "nosuchtype:x" in err and "❌" not in err

@@ -34,8 +34,8 @@ class _Console(Console):
         raise PipeClosed
 
 
-out = _Console(soft_wrap=True)
-err = _Console(stderr=True, soft_wrap=True)
+out = _Console(soft_wrap=True, emoji=False)  # `:x` in a path or label is text, not ❌
+err = _Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -85,6 +85,18 @@ def channels_last_option():
                         help="The model's weights and inputs in channels_last: faster on CPUs, the same predictions "
                         "in float32 (up to float rounding). Default: on the CPU in float32, and wherever "
                         "train.channels_last trained the model so.")
+
+
+def backend_options():
+    """`--backend`, `--int8`, `--check` of eval and predict (engine.backend)."""
+    return (typer.Option("torch", "--backend", metavar="torch|onnxruntime",
+                         help="What runs the model: torch (exact), or onnxruntime on RUN/export/<checkpoint>.onnx "
+                         "(exported first when missing or older than the checkpoint; needs pip install "
+                         "'cvlab[export]'). The same preprocessing, batches and decoding."),
+            typer.Option(False, "--int8", help="With --backend onnxruntime: the int8 model that `cvlab export "
+                         "--quantize int8` wrote (faster, not exact: differences are counted)."),
+            typer.Option(False, "--check", help="With --backend onnxruntime: run the torch model beside it and "
+                         "count (and show) the predictions that differ."))
 
 
 def fold_bn_option():

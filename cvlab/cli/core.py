@@ -11,6 +11,7 @@ from .common import (
     SET_HELP,
     _tensorboard_cmd,
     app,
+    backend_options,
     channels_last_option,
     err,
     expand_home,
@@ -88,7 +89,9 @@ def _protocol_help() -> str:
              "    cvlab eval runs/quickstart/20261122-101500 --checkpoint last\n\n"
              "    cvlab eval runs/quickstart --data synth --opt size=2000 --opt seed=7\n\n"
              "    cvlab eval runs/scene_text --data iiit5k:~/data/IIIT5K:test --data svt:~/data/svt1:test\n\n"
-             "    cvlab eval runs/iam_lines --data iam:~/data/iam:testset --opt splits_dir=~/data/iam/splits")
+             "    cvlab eval runs/iam_lines --data iam:~/data/iam:testset --opt splits_dir=~/data/iam/splits\n\n"
+             "    cvlab eval runs/quickstart --backend onnxruntime --check\n\n"
+             "    cvlab eval runs/quickstart --backend onnxruntime --int8")
 @guarded
 def eval_(
     run: Path = typer.Argument(..., help="A run directory, a folder of runs (newest is used) or a .pt file."),
@@ -99,6 +102,9 @@ def eval_(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     fold_bn: bool = fold_bn_option(),
     channels_last: bool = channels_last_option(),
+    backend: str = backend_options()[0],
+    int8: bool = backend_options()[1],
+    check: bool = backend_options()[2],
     fmt: str = format_option(),
 ):
     """Score a trained run on its validation sets (test sets when it has them), or on the datasets given.
@@ -120,7 +126,7 @@ def eval_(
     try:
         res = evaluate_run(run, expand_home(checkpoint), data=specs or None, protocol=protocol,
                            overrides=tuple(set_), progress=make_progress(err, 1), fold_bn=fold_bn,
-                           channels_last=channels_last)
+                           channels_last=channels_last, backend=backend, int8=int8, check=check)
     except OutputError as e:  # computed but not saved: show the numbers, then the error (exit 2)
         _print_eval(e.result, fmt)
         raise
@@ -130,7 +136,9 @@ def eval_(
 
 
 def _print_eval(res: dict, fmt: str) -> None:
-    print_rows(results_rows(f"eval — step {res['step']}, {Path(res['checkpoint']).name} "
+    be = res.get("backend") or {}
+    by = f", {be['name']} {be['precision']}" if be.get("name", "torch") != "torch" else ""
+    print_rows(results_rows(f"eval — step {res['step']}, {Path(res['checkpoint']).name}{by} "
                             f"(protocol {res['protocol']})", res["datasets"], res["combined"]), fmt)
     for line in _eval_notes(res):
         notes_console(fmt).print(line, markup=False, highlight=False)
@@ -138,9 +146,10 @@ def _print_eval(res: dict, fmt: str) -> None:
 
 def _eval_notes(res: dict) -> list[str]:
     """Lexicon-constrained accuracy, and every sample the numbers above treat specially."""
+    from ..engine.backend import check_lines
     from ..engine.eval.analysis import summary_lines
 
-    lines = []
+    lines = check_lines(res)
     for name, r in res["datasets"].items():
         for lex, v in r.get("lexicon", {}).items():
             lines.append(f"{name}: lexicon-{lex} word acc {100 * v['word_acc']:.2f}% ({plural(v['samples'], 'sample')})")

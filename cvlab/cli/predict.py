@@ -11,6 +11,7 @@ from .common import (
     SET_HELP,
     Rows,
     app,
+    backend_options,
     channels_last_option,
     err,
     expand_home,
@@ -31,6 +32,7 @@ from .common import (
              "    cvlab predict model.pt 'scans/**/*.jpg' --batch-size 128 --out read.json\n\n"
              "    cvlab predict runs/scene_text ~/data/evaluation/IIIT5k_3000 --checkpoint last\n\n"
              "    cvlab predict runs/quickstart crops/ | grep word_12.png        (one tab-separated line per image)\n\n"
+             "    cvlab predict runs/quickstart crops/ --backend onnxruntime --check\n\n"
              "An image that cannot be read gets a row saying why and a line on stderr; when no image could be "
              "read the command fails (exit 2).")
 @guarded
@@ -44,12 +46,16 @@ def predict(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     fold_bn: bool = fold_bn_option(),
     channels_last: bool = channels_last_option(),
+    backend: str = backend_options()[0],
+    int8: bool = backend_options()[1],
+    check: bool = backend_options()[2],
     fmt: str = format_option(),
 ):
     """Read text from images with a trained run, using the run's own preprocessing (data.image)."""
     from ..engine.predict import output_kind, rows_text, write_rows
     from ..engine.predict import predict as predict_fn
     from ..engine.runs.directory import check_writable_file
+    from .progress import make_progress
 
     to_stdout = is_stdout(out_file)
     if out_file is not None and not to_stdout:  # before any image is read
@@ -57,7 +63,8 @@ def predict(
         check_writable_file(out_file, "--out")
     fmt = output_format(fmt)
     rows = predict_fn(run, images, checkpoint=expand_home(checkpoint), batch_size=batch_size,
-                      overrides=tuple(set_), fold_bn=fold_bn, channels_last=channels_last)
+                      overrides=tuple(set_), fold_bn=fold_bn, channels_last=channels_last, backend=backend,
+                      int8=int8, check=check, progress=make_progress(err, 1))
     bad = [r for r in rows if "error" in r]
     if len(bad) == len(rows):  # nothing read: the inputs are bad, and no empty output says otherwise
         shown = "; ".join(f"{r['id']} ({r['error']})" for r in bad[:3])
@@ -71,6 +78,15 @@ def predict(
         notes.print(f"written: {out_file} ({plural(len(rows), 'image')})", markup=False, highlight=False)
     else:
         print_rows(_rows(rows), fmt)
+    if check:
+        read = [r for r in rows if "torch_text" in r]
+        differ = [r for r in read if r["text"] != r["torch_text"]]
+        shown = "; ".join(f"{r['id']}: {r['text']!r} vs {r['torch_text']!r}" for r in differ[:3])
+        err.print(f"{backend}{' int8' if int8 else ''}: {len(differ)} of {plural(len(read), 'prediction')} differ "
+                  f"from torch" + (f" (e.g. {shown})" if shown else ""), markup=False, highlight=False)
+    elif int8:
+        err.print("onnxruntime int8: not exact; its predictions can differ from the float32 model's (--check counts "
+                  "them)", markup=False, highlight=False)
     if bad:
         err.print(f"{plural(len(bad), 'image')} could not be read (e.g. {bad[0]['id']}: {bad[0]['error']})",
                   markup=False, highlight=False)

@@ -140,11 +140,95 @@ def verify(loaded, model, run_exported, *, tolerance: float, progress=None) -> d
     return out
 
 
+def export_path(loaded, fmt: str = "onnx", *, int8: bool = False) -> Path:
+    """Where `cvlab export` writes a run's model by default: RUN/export/<checkpoint>.onnx (.int8.onnx, int8)."""
+    return loaded.run / "export" / f"{loaded.checkpoint.stem}{'.int8' if int8 else ''}{FORMATS[fmt]}"
+
+
+def _checkpoint_meta(loaded) -> dict:
+    return {"path": str(loaded.checkpoint), "step": loaded.step}
+
+
+def stale(path: Path, loaded) -> str | None:
+    """Why an exported file cannot stand for the loaded checkpoint (missing, older than it, made from another
+    step), or None when it can."""
+    import json
+
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_mtime < loaded.checkpoint.stat().st_mtime:
+        return "older than the checkpoint"
+    try:
+        made = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8")).get("checkpoint") or {}
+    except (OSError, ValueError):
+        made = {}
+    if made.get("step", loaded.step) != loaded.step:
+        return f"made from step {made['step']}, the checkpoint is at step {loaded.step}"
+    return None
+
+
+def write_export(loaded, path: Path, fmt: str = "onnx", *, tolerance: float = TOLERANCE) -> dict:
+    """Trace the loaded checkpoint into `path` (atomically), run it at two widths against the native model
+    (ExportMismatch beyond `tolerance`) and write the JSON beside it; returns what was written and checked."""
+    from ..atomic import write_json
+
+    cfg, image = loaded.cfg, loaded.cfg.data.image
+    model = plain_model(loaded.model)
+    example = torch.rand(2, image.channels, image.height, image.width, generator=torch.Generator().manual_seed(0))
+    export_model(model, path, fmt, example)
+    run_exported = runner(path, fmt)
+    widths = (image.width, image.width + max(8, image.width // 2))
+    result = {"path": str(path), "format": fmt, "checkpoint": str(loaded.checkpoint), "tolerance": tolerance,
+              "model": model, "runner": run_exported}
+    result["widths"] = check_widths(model, run_exported, channels=image.channels, height=image.height,
+                                    widths=widths, tolerance=tolerance)
+    tok = loaded.tokenizer
+    meta = {"format": fmt, "input": {"name": "images", "layout": "NCHW", "range": [0.0, 1.0],
+                                    "height": image.height, "width": image.width, "channels": image.channels,
+                                    "resize": image.resize, "interpolation": image.interpolation,
+                                    "dynamic": ["batch", "width"]},
+            "output": {"name": "logits", "shape": ["batch", "frames", tok.num_classes]},
+            "head": cfg.model.head.name, "specials": list(tok.specials), "charset": tok.charset,
+            "decoding": "ctc: argmax per frame, merge repeats, drop class 0" if cfg.model.head.name == "ctc" else
+            "attention: argmax per step up to the first class 1 ([EOS]); class 0 is [GO]",
+            "protocol": cfg.eval.protocol, "checked_widths": result["widths"], "checkpoint": _checkpoint_meta(loaded)}
+    meta_path = path.with_name(path.name + ".json")
+    write_json(meta, meta_path)
+    result["meta"] = str(meta_path)
+    return result
+
+
+def ensure_onnx(loaded, *, progress=None) -> tuple[Path, bool]:
+    """The run's fp32 ONNX model (RUN/export/<checkpoint>.onnx), exported first when it is missing or older
+    than the checkpoint, saying so in one line; and whether it is a temporary file: a run that cannot be written
+    to (a read-only model folder) gets one in a folder of its own, for the caller to remove once loaded
+    (onnxruntime reads the file when a session starts)."""
+    import tempfile
+
+    from .runs.directory import check_writable_file
+
+    _needs("onnx")
+    path = export_path(loaded)
+    why = stale(path, loaded)
+    if why is None:
+        return path, False
+    temporary = False
+    try:
+        check_writable_file(path, "export")
+    except CvlabError:
+        path = Path(tempfile.mkdtemp(prefix="cvlab-onnx-")) / path.name
+        why += f"; {loaded.run / 'export'} is not writable: a temporary file"
+        temporary = True
+    if progress:
+        progress.message(f"exporting {loaded.checkpoint} to {path} for onnxruntime ({why})")
+    write_export(loaded, path, "onnx")
+    return path, temporary
+
+
 def export_run(run, fmt: str = "onnx", *, out: Path | None = None, do_verify: bool = False,
                checkpoint: str | None = None, tolerance: float = TOLERANCE, progress=None) -> dict:
     """Export a run's checkpoint; returns what was written and checked. Raises ExportMismatch (after the
     checks ran) when the exported model disagrees with the native one beyond `tolerance`."""
-    from ..atomic import write_json
     from .runs.directory import check_writable_file
     from .runs.load import load_run
 
@@ -157,35 +241,11 @@ def export_run(run, fmt: str = "onnx", *, out: Path | None = None, do_verify: bo
         out = Path(out).expanduser()
         check_writable_file(out, "--out")
     loaded = load_run(run, checkpoint)
-    cfg, image = loaded.cfg, loaded.cfg.data.image
-    path = out if out is not None else loaded.run / "export" / f"{loaded.checkpoint.stem}{FORMATS[fmt]}"
+    path = out if out is not None else export_path(loaded, fmt)
     if out is None:  # the default, inside the run (which may be on a read-only filesystem)
-        try:
-            check_writable_file(path, "--out")
-        except CvlabError as e:
-            why = str(e).split(f"--out {path}: ", 1)[-1].split("; ")[0]
-            raise CvlabError(f"{path}: cannot write the export into the run ({why}); give --out PATH") from None
-    model = plain_model(loaded.model)
-    example = torch.rand(2, image.channels, image.height, image.width, generator=torch.Generator().manual_seed(0))
-    export_model(model, path, fmt, example)
-    run_exported = runner(path, fmt)
-    widths = (image.width, image.width + max(8, image.width // 2))
-    result = {"path": str(path), "format": fmt, "checkpoint": str(loaded.checkpoint), "tolerance": tolerance}
-    result["widths"] = check_widths(model, run_exported, channels=image.channels, height=image.height,
-                                    widths=widths, tolerance=tolerance)
-    tok = loaded.tokenizer
-    meta = {"format": fmt, "input": {"name": "images", "layout": "NCHW", "range": [0.0, 1.0],
-                                    "height": image.height, "width": image.width, "channels": image.channels,
-                                    "resize": image.resize, "interpolation": image.interpolation,
-                                    "dynamic": ["batch", "width"]},
-            "output": {"name": "logits", "shape": ["batch", "frames", tok.num_classes]},
-            "head": cfg.model.head.name, "specials": list(tok.specials), "charset": tok.charset,
-            "decoding": "ctc: argmax per frame, merge repeats, drop class 0" if cfg.model.head.name == "ctc" else
-            "attention: argmax per step up to the first class 1 ([EOS]); class 0 is [GO]",
-            "protocol": cfg.eval.protocol, "checked_widths": result["widths"]}
-    meta_path = path.with_name(path.name + ".json")
-    write_json(meta, meta_path)
-    result["meta"] = str(meta_path)
+        _check_default(path)
+    result = write_export(loaded, path, fmt, tolerance=tolerance)
+    model, run_exported = result.pop("model"), result.pop("runner")
     if do_verify:
         result["verify"] = verify(loaded, model, run_exported, tolerance=tolerance, progress=progress)
         bad = {k: v for k, v in result["verify"].items()
@@ -197,3 +257,12 @@ def export_run(run, fmt: str = "onnx", *, out: Path | None = None, do_verify: bo
                                f"predictions changed)")
     return result
 
+
+def _check_default(path: Path) -> None:
+    from .runs.directory import check_writable_file
+
+    try:
+        check_writable_file(path, "--out")
+    except CvlabError as e:
+        why = str(e).split(f"--out {path}: ", 1)[-1].split("; ")[0]
+        raise CvlabError(f"{path}: cannot write the export into the run ({why}); give --out PATH") from None

@@ -20,7 +20,6 @@ from ..atomic import write_text_atomic
 from ..data.formats.base import LOAD_ERRORS
 from ..data.image import to_tensor
 from ..errors import CvlabError
-from .device import autocast
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
 
@@ -87,34 +86,50 @@ def collect(inputs: list[str]) -> list[Source]:
 
 @torch.inference_mode()
 def predict(run_or_ckpt, inputs: list[str], *, checkpoint: str | None = None, batch_size: int = 64,
-            overrides: tuple[str, ...] = (), fold_bn: bool | None = None, channels_last: bool | None = None
-            ) -> list[dict]:
+            overrides: tuple[str, ...] = (), fold_bn: bool | None = None, channels_last: bool | None = None,
+            backend: str = "torch", int8: bool = False, check: bool = False, progress=None) -> list[dict]:
     """One dict per image: id, text, confidence (0..1), label (LMDB only), error (unreadable images).
     `fold_bn`, `channels_last`: as in evaluate_run (runs.load.inference_model; None: where the model runs in
     float32, channels_last on the CPU; the checkpoint is untouched). With `data.workers` > 0
-    the next batch is read (decoded, resized) in a thread while the model reads this one."""
+    the next batch is read (decoded, resized) in a thread while the model reads this one.
+    `backend`: torch, or onnxruntime on the run's ONNX export (`int8`: its int8 model), the same preprocessing,
+    batches and decoding (engine.backend); `check` (another backend than torch) runs the torch model on the same
+    batches too and gives every read row its `torch_text`."""
+    from .backend import load_backend, needs_onnxruntime
     from .eval.decode import build_decoder
-    from .runs.load import inference_model, load_run
+    from .runs.load import load_run
 
+    if check and backend == "torch":
+        raise CvlabError("--check counts how another backend's predictions differ from torch's: give --backend "
+                         "onnxruntime too")
+    if backend == "onnxruntime":  # before any work: a missing extra is the user's to install
+        needs_onnxruntime()
     loaded = load_run(run_or_ckpt, checkpoint, overrides)
     cfg = loaded.cfg
-    model, _, channels_last = inference_model(loaded, fold_bn=fold_bn, channels_last=channels_last)
     decoder = build_decoder(cfg, loaded.tokenizer)  # eval.decoder: beam reads with beam search (and eval.lm)
     sources = collect(inputs)
+    be = load_backend(loaded, backend, int8=int8, fold_bn=fold_bn, channels_last=channels_last, progress=progress)
+    ref = load_backend(loaded, "torch") if check else None
+    model = be.model
+
+    def read(x, forward):
+        logits = forward(x)
+        ids, confs = decoder(model, x, logits) if decoder else model.decode(logits)
+        return [loaded.tokenizer.decode(i) for i in ids], confs
+
     rows: list[dict] = []
     chunks = [sources[start:start + batch_size] for start in range(0, len(sources), batch_size)]
     for batch_rows, batch, images in read_batches(chunks, cfg.data.image, overlap=cfg.data.workers > 0):
         rows += batch_rows
         if not images:
             continue
-        x = torch.stack(images).to(loaded.device)  # (B, C, H, W), the run's own geometry
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(loaded.device, cfg.train.amp):
-            logits = model(x)
-        ids, confs = decoder(model, x, logits) if decoder else model.decode(logits)
-        for row, i, c in zip(batch, ids, confs, strict=True):
-            row["text"], row["confidence"] = loaded.tokenizer.decode(i), float(c)
+        x = torch.stack(images).to(be.device)  # (B, C, H, W), the run's own geometry
+        texts, confs = read(x, be.forward)
+        for row, t, c in zip(batch, texts, confs, strict=True):
+            row["text"], row["confidence"] = t, float(c)
+        if ref is not None:
+            for row, t in zip(batch, read(x, ref.forward)[0], strict=True):
+                row["torch_text"] = t
     return rows
 
 
@@ -160,7 +175,8 @@ def output_kind(path: Path) -> str:
 
 
 def rows_text(rows: list[dict], kind: str = "csv") -> str:
-    """The rows as CSV (id, text, confidence, label, error; '\\n' line endings) or JSON (a list)."""
+    """The rows as CSV (id, text, confidence, label, error, and torch_text with --check; '\\n' line endings) or
+    JSON (a list)."""
     import csv
     import json
 
@@ -168,10 +184,12 @@ def rows_text(rows: list[dict], kind: str = "csv") -> str:
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "text", "confidence", "label", "error"])
+    checked = any("torch_text" in r for r in rows)  # --check: torch's reading beside the backend's
+    w.writerow(["id", "text", "confidence", "label", "error", *(["torch_text"] if checked else [])])
     for r in rows:
         conf = "" if r["confidence"] is None else f"{r['confidence']:.6f}"
-        w.writerow([r["id"], r["text"], conf, r.get("label", ""), r.get("error", "")])
+        w.writerow([r["id"], r["text"], conf, r.get("label", ""), r.get("error", ""),
+                    *([r.get("torch_text", "")] if checked else [])])
     return buf.getvalue()
 
 

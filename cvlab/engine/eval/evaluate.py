@@ -13,14 +13,17 @@ from torch.utils.data import DataLoader
 from ...data.loaders import eval_loader, sample_id
 from ...data.tokenizer import Tokenizer
 from ...errors import CvlabError, OutputError
-from ..device import autocast
+from ..backend import torch_forward
 from .metrics import MetricAccumulator
+
+CHECK_EXAMPLES = 3  # differing predictions shown per dataset with --check
 
 
 @torch.no_grad()
 def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, device: torch.device,
              amp: str = "none", channels_last: bool = False, keep: int = 0, rows: list | None = None,
-             lexicon: str | tuple | None = "dataset", decoder=None, ctx=None) -> tuple[dict, tuple]:
+             lexicon: str | tuple | None = "dataset", decoder=None, ctx=None, forward=None,
+             reference=None) -> tuple[dict, tuple]:
     """Metrics dict, plus the first `keep` (images, labels, predictions) for image grids. `rows`, when a list,
     receives one dict per sample (id, label, prediction, confidence, scored strings, correct). `lexicon`:
     "dataset" scores the sets' own lexicons, (name, words) one word list for every sample, None none.
@@ -28,19 +31,24 @@ def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, 
     answers when it can.
     `ctx` (a dist.DistContext): `loader` holds this rank's shard; the counts behind every metric (correct,
     samples, edit distances, reference lengths, unreadable images) are summed over ranks before any rate is
-    computed, so the result is the single-process one, never an average of per-rank rates."""
+    computed, so the result is the single-process one, never an average of per-rank rates.
+    `forward`: images -> logits (engine.backend: torch's or onnxruntime's; None: `model` under `amp` and
+    `channels_last`); `model` decodes either way. `reference` (with `rows`): a second forward whose reading of
+    every sample is kept as the row's `reference` (`cvlab eval --check`: the torch model beside onnxruntime)."""
     was_training = model.training
     model.eval()
+    forward = forward or torch_forward(model, device=device, amp=amp, channels_last=channels_last)
     acc = MetricAccumulator(protocol, keep_rows=rows is not None)
     kept_images, kept_labels, kept_preds = [], [], []
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            logits = model(images)
+        logits = forward(images)
         ids, confs = decoder(model, images, logits) if decoder else model.decode(logits)
         preds = [tokenizer.decode(i) for i in ids]
+        if reference is not None:
+            ref_logits = reference(images)
+            ref_ids = (decoder(model, images, ref_logits) if decoder else model.decode(ref_logits))[0]
+            refs = [tokenizer.decode(i) for i in ref_ids]
         if lexicon == "dataset":
             lexicons = getattr(labels, "lexicons", None)
         else:
@@ -57,6 +65,9 @@ def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, 
             for row, i in zip(acc.rows[first:], indices, strict=True):
                 row["id"] = sample_id(ds, i) if i is not None else ""
                 row["index"] = i
+            if reference is not None:
+                for row, r in zip(acc.rows[first:], refs, strict=True):
+                    row["reference"] = r
         if len(kept_labels) < keep:
             n = keep - len(kept_labels)
             kept_images.append(images[:n].float().cpu())
@@ -85,7 +96,8 @@ def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, 
 
 def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = None, protocol: str | None = None,
                  overrides: tuple[str, ...] = (), progress=None, fold_bn: bool | None = None,
-                 channels_last: bool | None = None) -> dict:
+                 channels_last: bool | None = None, backend: str = "torch", int8: bool = False,
+                 check: bool = False) -> dict:
     """Score a trained run: `best.pt` (or `checkpoint`: a name in checkpoints/ or a path) on the run's val
     datasets, or on `data` (dataset specs). Every evaluation is kept in its own folder under the run's `eval/`
     (eval.json, `<dataset>.predictions.csv`); returns eval.json's content, with `dir` naming the folder.
@@ -93,19 +105,34 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
     each where the model runs in float32, where the predictions stay the same, channels_last on the CPU;
     runs.load.inference_model; the checkpoint is untouched); eval.json's `inference` says what was used. The model runs under torch.inference_mode (training's own evaluation keeps `evaluate`'s
     no_grad: a tensor a model caches there, such as TPS's sampling grid, must stay usable by the training steps
-    that follow)."""
+    that follow).
+    `backend`: torch, or onnxruntime on the run's ONNX export (`int8`: the int8 model of `cvlab export
+    --quantize int8`; engine.backend), the same preprocessing, batches and decoding; eval.json's `backend` says
+    which, and the key tells them apart. With another backend than torch, `check` runs the torch model beside it
+    and counts the predictions that differ; without it they are counted against a recorded torch evaluation of
+    the same data, when there is one."""
     from ...data.charset import resolve_charset
     from ...data.loaders import report_lines, report_of
-    from ..runs.load import inference_model, load_run
+    from ..backend import load_backend, needs_onnxruntime
+    from ..runs.load import load_run
     from .analysis import error_summary
     from .decode import build_decoder
     from .metrics import combine
     from .protocols import check_charset
-    from .records import decoder_identity, eval_dir, load_lexicon, record, write_predictions
+    from .records import (
+        decoder_identity,
+        eval_dir,
+        eval_key,
+        load_lexicon,
+        record,
+        recorded_predictions,
+        write_predictions,
+    )
 
+    if backend == "onnxruntime":  # before any work: a missing extra is the user's to install
+        needs_onnxruntime()
     loaded = load_run(run_dir, checkpoint, overrides)
     cfg, run = loaded.cfg, loaded.run
-    model, folded, channels_last = inference_model(loaded, fold_bn=fold_bn, channels_last=channels_last)
     if protocol:
         cfg.eval.protocol = protocol
     check_charset(cfg.eval.protocol, loaded.tokenizer.charset, "--protocol" if protocol else "eval.protocol")
@@ -113,6 +140,14 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
     decoder = build_decoder(cfg, loaded.tokenizer)
     specs = data if data else (cfg.data.test or cfg.data.val)
     sets, sources, readable = _datasets_with_sources(specs, resolve_charset(cfg.data.charset), cfg.data)
+    if check and backend == "torch":
+        raise CvlabError("--check counts how another backend's predictions differ from torch's: give "
+                         "--backend onnxruntime too")
+    be = load_backend(loaded, backend, int8=int8, fold_bn=fold_bn, channels_last=channels_last,
+                      progress=progress)
+    ref = None
+    if check:
+        ref = load_backend(loaded, "torch")  # the model as `cvlab eval` runs it by default
     results, reported, all_rows = {}, set(), {}
     for name, ds in sets.items():
         if progress:
@@ -123,11 +158,14 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
             reported.add(id(rep))
         rows: list = []
         with torch.inference_mode():
-            results[name], _ = evaluate(model, eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers),
-                                        tokenizer=loaded.tokenizer, protocol=cfg.eval.protocol, device=loaded.device,
-                                        amp=cfg.train.amp, channels_last=channels_last, rows=rows,
-                                        lexicon=lexicon, decoder=decoder)
+            results[name], _ = evaluate(be.model, eval_loader(ds, cfg.eval.batch_size, workers=cfg.data.workers,
+                                                                 device=be.device),
+                                        tokenizer=loaded.tokenizer, protocol=cfg.eval.protocol, device=be.device,
+                                        rows=rows, lexicon=lexicon, decoder=decoder, forward=be.forward,
+                                        reference=ref.forward if ref else None)
         results[name]["errors"] = error_summary(rows)
+        if ref is not None:
+            results[name]["check"] = _differences(rows, [r["reference"] for r in rows], ref.label)
         all_rows[name] = rows
     decoding = decoder_identity(cfg.eval)
     lexicon_id = cfg.eval.lexicon if cfg.eval.lexicon in (None, "dataset") else \
@@ -136,17 +174,27 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
            "protocol": cfg.eval.protocol, "lexicon": lexicon_id,
            "decoder": {**decoding, **({"lexicon_fallbacks": decoder.fallbacks} if decoder else {})},
            "data": sources, "overrides": list(overrides),
-           "inference": {"folded_batch_norms": folded, "channels_last": channels_last,
+           "backend": be.record(),
+           "inference": {"folded_batch_norms": be.folded, "channels_last": be.channels_last,
                          "workers": cfg.data.workers},
            "datasets": results,
            "combined": combine(results)}
     # what was scored, for the key: the datasets (type, resolved root, split, options), decoder and lexicon
     identity = {"data": [{k: v for k, v in s.items() if k not in ("spec", "datasets")} for s in sources],
                 "decoder": decoding, "lexicon": lexicon_id}
+    datasets = [readable[name] for name in sets]
+    if be.identity() is not None:  # torch's key stays as it always was; any other backend is told apart
+        if ref is None:  # without --check: against the torch evaluation of the same data, if one is recorded
+            known = recorded_predictions(run, eval_key(loaded.checkpoint, loaded.step, cfg.eval.protocol, datasets,
+                                                       decoder=decoding, identity=identity))
+            for name, rows in all_rows.items():
+                if known and len(known[1].get(name, ())) == len(rows):
+                    results[name]["check"] = _differences(rows, known[1][name], f"the torch evaluation {known[0]}")
+        identity["backend"] = be.identity()
     folder = None
     try:
         folder = eval_dir(run, loaded.checkpoint, step=loaded.step, protocol=cfg.eval.protocol,
-                          datasets=[readable[name] for name in sets], decoder=decoding, identity=identity)
+                          datasets=datasets, decoder=decoding, identity=identity)
         out["dir"] = str(folder)
         for name, rows in all_rows.items():
             results[name]["predictions"] = write_predictions(folder, name, rows).name
@@ -162,6 +210,15 @@ def evaluate_run(run_dir, checkpoint: str | None = None, *, data: list | None = 
         raise OutputError(f"{where}: cannot write the evaluation ({why}); the results above were not saved: "
                           f"make {Path(run) / 'eval'} writable", out) from None
     return out
+
+
+def _differences(rows: list[dict], reference: list[str], against: str) -> dict:
+    """How many of `rows`' predictions differ from `reference` (the same samples in the same order), with the
+    first few, for eval.json's `check` and eval's output."""
+    differ = [(r, ref) for r, ref in zip(rows, reference, strict=True) if r["prediction"] != ref]
+    return {"against": against, "samples": len(rows), "differ": len(differ),
+            "examples": [{"id": r.get("id", ""), "index": r.get("index"), "prediction": r["prediction"],
+                          "reference": ref} for r, ref in differ[:CHECK_EXAMPLES]]}
 
 
 def _datasets_with_sources(specs: list, charset: str, data) -> tuple[dict, list[dict], dict]:

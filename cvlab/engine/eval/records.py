@@ -84,14 +84,17 @@ def _decoder_tag(decoder: dict) -> str:
 def eval_key(checkpoint: Path, step: int, protocol: str, datasets: list[str], *, decoder: dict | None = None,
              identity=None) -> str:
     """`<checkpoint>-step<N>_<protocol>_<datasets>_<decoder>_<digest>`: readable parts, then a digest of what
-    was scored (`identity`: each dataset's type, resolved root, split and options; the decoder; the lexicon),
-    so two crop folders both named `folder`, or a greedy and a beam+LM evaluation, never share a folder."""
+    was scored (`identity`: each dataset's type, resolved root, split and options; the decoder; the lexicon;
+    `backend` when it is not torch: `..._greedy+onnxruntime-int8_<digest>`), so two crop folders both named
+    `folder`, a greedy and a beam+LM evaluation, or a torch and an int8 one, never share a folder."""
     names = "+".join(datasets)
     if len(names) > 60:  # many LMDB parts: a readable head and a digest of the whole list
         names = names[:48] + "-" + hashlib.sha1(names.encode()).hexdigest()[:8]
     key = f"{checkpoint.stem}-step{step}_{protocol}_{names}"
     if decoder is not None or identity is not None:
-        key += f"_{_decoder_tag(decoder or {})}_{digest(identity)}"
+        backend = (identity or {}).get("backend") if isinstance(identity, dict) else None
+        tag = _decoder_tag(decoder or {}) + (f"+{backend['name']}-{backend['precision']}" if backend else "")
+        key += f"_{tag}_{digest(identity)}"
     return _slug(key)
 
 
@@ -111,6 +114,8 @@ def eval_dir(run: Path, checkpoint: Path, *, step: int, protocol: str, datasets:
 def write_predictions(folder: Path, dataset: str, rows: list[dict]) -> Path:
     path = folder / f"{_slug(dataset)}.predictions.csv"
     extra = sorted({k for r in rows for k in r if k.startswith("lexicon_")})
+    if any("reference" in r for r in rows):  # --check: the torch model's reading beside the backend's
+        extra.append("reference")
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")  # '\n' as every other file cvlab writes (csv's default is CRLF)
         w.writerow([*COLUMNS, *extra])
@@ -132,10 +137,28 @@ def record(folder: Path, result: dict) -> None:
             "data": [{k: d[k] for k in ("spec", "type", "root", "split", "datasets") if k in d}
                      for d in result.get("data", [])],
             "decoder": result.get("decoder"), "lexicon": result.get("lexicon"),
+            **({"backend": {k: result["backend"][k] for k in ("name", "precision")}} if "backend" in result else {}),
             "datasets": {k: {"samples": v["samples"], "word_acc": v["word_acc"]}
                          for k, v in result["datasets"].items()}}
     with open(folder.parent.parent / "index.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def recorded_predictions(run: Path, key: str) -> tuple[str, dict[str, list[str]]] | None:
+    """The newest evaluation recorded under `key` (its folder, relative to the run, and each dataset's
+    predictions in sample order), or None when there is none or it cannot be read."""
+    folders = sorted((Path(run) / "eval" / key).glob("*/eval.json"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(folders):
+        try:
+            ev = json.loads(path.read_text(encoding="utf-8"))
+            preds = {}
+            for name, r in ev["datasets"].items():
+                with open(path.parent / r["predictions"], encoding="utf-8", newline="") as f:
+                    preds[name] = [row["prediction"] for row in csv.DictReader(f)]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return str(path.parent.relative_to(Path(run))), preds
+    return None
 
 
 def load_lexicon(spec: str | None) -> str | tuple | None:
