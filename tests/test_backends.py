@@ -195,3 +195,22 @@ def test_bad_input_is_one_line_exit_2(run, cli, monkeypatch):
                  ("export", run, "--quantize", "int8")):
         code, _, err = cli(*args)
         assert code == 2 and "pip install 'cvlab[export]'" in _one_error_line(err), (args, err)
+
+
+def test_read_ahead_keeps_order_and_raises_a_reading_error_at_its_batch():
+    from cvlab.engine.eval.evaluate import read_ahead
+
+    class Loader:
+        num_workers = 0
+
+        def __iter__(self):
+            yield 1
+            yield 2
+            raise ValueError("batch 3 unreadable")
+
+    got = []
+    with pytest.raises(ValueError, match="batch 3"):
+        for b in read_ahead(Loader()):
+            got.append(b)
+    assert got == [1, 2]
+    assert list(read_ahead([[0], [1]])) == [[0], [1]]

@@ -4,7 +4,9 @@ evaluation of a run (`eval/` history, one predictions file per dataset, an error
 from __future__ import annotations
 
 import contextlib
+import queue
 import shutil
+import threading
 from pathlib import Path
 
 import torch
@@ -17,6 +19,36 @@ from ..backend import torch_forward
 from .metrics import MetricAccumulator
 
 CHECK_EXAMPLES = 3  # differing predictions shown per dataset with --check
+
+
+_END = object()
+
+
+def read_ahead(loader: DataLoader):
+    """The loader's batches, the next one read and decoded in a thread while the caller runs this one's forward
+    (torch's kernels release the GIL). Only without loader workers, which overlap reading already; an error
+    raised while reading reaches the caller at the batch it belongs to."""
+    if getattr(loader, "num_workers", 0) > 0:
+        yield from loader
+        return
+    q: queue.Queue = queue.Queue(maxsize=1)
+
+    def read():
+        try:
+            for item in loader:
+                q.put((item, None))
+        except BaseException as e:  # noqa: BLE001  (handed to the caller's thread, raised there)
+            q.put((None, e))
+        q.put((_END, None))
+
+    threading.Thread(target=read, daemon=True, name="cvlab-eval-read-ahead").start()
+    while True:
+        item, error = q.get()
+        if error is not None:
+            raise error
+        if item is _END:
+            return
+        yield item
 
 
 @torch.no_grad()
@@ -40,7 +72,7 @@ def evaluate(model, loader: DataLoader, *, tokenizer: Tokenizer, protocol: str, 
     forward = forward or torch_forward(model, device=device, amp=amp, channels_last=channels_last)
     acc = MetricAccumulator(protocol, keep_rows=rows is not None)
     kept_images, kept_labels, kept_preds = [], [], []
-    for images, labels in loader:
+    for images, labels in read_ahead(loader):
         images = images.to(device, non_blocking=True)
         logits = forward(images)
         ids, confs = decoder(model, images, logits) if decoder else model.decode(logits)
