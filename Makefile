@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEVSTAMP := $(VENV)/.dev-stamp
 EXP    ?= experiments/quickstart.yaml
+DEMO_ARGS ?=  # e.g. DEMO_ARGS="--set train.steps=750" on a CPU without native bf16 (see README)
 # Test processes: one per core, at most 4 (each imports torch: ~0.5 GiB); `make test TEST_JOBS=0` runs serially.
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
@@ -35,7 +36,7 @@ install: $(DEVSTAMP) ## Create .venv and install cvlab with its test tools
 	@echo "cvlab installed in $(VENV): $(BIN)/cvlab --help"
 
 demo: $(STAMP) ## Train the quickstart experiment on synthetic words, evaluate it, show how to open TensorBoard
-	$(BIN)/cvlab train $(EXP) --name quickstart
+	$(BIN)/cvlab train $(EXP) --name quickstart $(DEMO_ARGS)
 	$(BIN)/cvlab eval runs/quickstart
 	@echo
 	@echo "Open TensorBoard with:  $(BIN)/tensorboard --logdir runs   (then http://127.0.0.1:6006)"
