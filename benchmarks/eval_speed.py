@@ -43,7 +43,6 @@ Figures go to stdout; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import re
@@ -67,7 +66,7 @@ from cvlab.data.loaders import eval_loader, named_datasets, sample_id  # noqa: E
 from cvlab.data.render import experiment_targets, render_lmdb  # noqa: E402
 from cvlab.data.tokenizer import tokenizer_for  # noqa: E402
 from cvlab.engine.backend import load_backend  # noqa: E402
-from cvlab.engine.device import resolve_amp  # noqa: E402
+from cvlab.engine.device import cpu_name, resolve_amp  # noqa: E402
 from cvlab.engine.eval.analysis import error_summary  # noqa: E402
 from cvlab.engine.eval.evaluate import evaluate  # noqa: E402
 from cvlab.engine.eval.metrics import MetricAccumulator  # noqa: E402
@@ -85,14 +84,6 @@ EVAL_PATH = "import cvlab.cli, cvlab.engine.eval.evaluate, cvlab.engine.runs.loa
 
 
 # ------------------------------------------------------------------------------------------------ the machine
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
 
 def header(args) -> None:
     cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()

@@ -59,7 +59,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", required=True, help="NAME:KEY=VALUE,KEY=VALUE")
     ap.add_argument("--common", default="", help="KEY=VALUE,... for every variant")
     args = ap.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    from cvlab.engine.device import cpu_name
+
+    print(f"machine: {cpu_name()}, python {platform.python_version()}")
     rows = []
     for spec in args.variant:
         name, _, sets = spec.partition(":")

@@ -25,7 +25,6 @@ Writes `transfer.csv`/`transfer.json` (and `ablation.csv`/`ablation.json`) into 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
 import json
@@ -46,6 +45,7 @@ from cvlab import __version__  # noqa: E402
 from cvlab.atomic import write_json  # noqa: E402
 from cvlab.config import Experiment, SynthSpec, load_config, parse_data_spec  # noqa: E402
 from cvlab.config.synth import STAGES  # noqa: E402
+from cvlab.engine.device import cpu_name  # noqa: E402
 from cvlab.engine.progress import Progress  # noqa: E402
 from cvlab.engine.runs.checkpoint import kept_checkpoint, load_checkpoint  # noqa: E402
 from cvlab.errors import CvlabError  # noqa: E402
@@ -54,14 +54,6 @@ FULL = "full"
 
 
 # ------------------------------------------------------------------------------------------------ the machine
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
 
 def git_commit() -> str:
     def git(*args: str) -> str | None:

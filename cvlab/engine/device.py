@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import CvlabError
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as benchmarks print it beside every figure (Linux's /proc/cpuinfo, else platform's)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def pick_device(name: str) -> torch.device:
