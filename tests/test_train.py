@@ -254,3 +254,13 @@ def test_the_sample_grid_judges_as_the_metrics_do(protocol, label, pred, verdict
     green, red = _caption_colours(caption_grid(torch.zeros(1, 1, 32, 64), [label], [pred], protocol=protocol))
     assert (green > 20 and red == 0) if verdict else (red > 20 and green == 0) if verdict is False else \
         (green == red == 0)
+
+
+def test_best_checkpoint_rule_breaks_word_accuracy_ties_by_cer():
+    from cvlab.engine.train.loop import improves
+
+    assert improves({"word_acc": 0.0, "cer": 0.9}, -1.0, float("inf"))  # the first evaluation always counts
+    assert improves({"word_acc": 0.0, "cer": 0.5}, 0.0, 0.9)  # no line read whole yet, fewer character errors
+    assert not improves({"word_acc": 0.0, "cer": 0.95}, 0.0, 0.9)
+    assert not improves({"word_acc": 0.0, "cer": 0.9}, 0.0, 0.9)  # a tie keeps the earlier checkpoint
+    assert improves({"word_acc": 0.3, "cer": 0.99}, 0.2, 0.1)  # word accuracy first
